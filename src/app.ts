@@ -1,0 +1,206 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import path from 'node:path';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import session from 'express-session';
+import helmet from 'helmet';
+import type { AuthDialect } from './auth/dialect.js';
+import { createJsonDialect } from './auth/json-api.js';
+import { createNexudusDialect } from './auth/nexudus.js';
+import type { Config } from './config.js';
+import { createIdleToucher } from './core/idle-touch.js';
+import { createLoginThrottle } from './core/login-throttle.js';
+import { createRefresher } from './core/refresh.js';
+import { createTokenSealer } from './core/token-crypto.js';
+import { createTokenVault } from './core/token-vault.js';
+import { errors } from './errors.js';
+import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
+import { createAuthRoutes } from './http/auth-routes.js';
+import { createOpsRoutes } from './http/ops-routes.js';
+import { createApiProxy } from './http/proxy.js';
+import { pathOf, sendError } from './http/respond.js';
+import { createSessionIdReader } from './http/session-cookie.js';
+import type { Logger } from './logger.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { newSessionId } from './store/keys.js';
+import { createMemoryTokenStore } from './store/memory-token-store.js';
+import type { RedisClient } from './store/redis-client.js';
+import { createRedisTokenStore } from './store/redis-token-store.js';
+import { createSessionRecordStore } from './store/session-record-store.js';
+import type { TokenStore } from './store/token-store.js';
+import { createUpstreamClient, type UpstreamClient } from './upstream/client.js';
+
+export interface AppDeps {
+  config: Readonly<Config>;
+  logger: Logger;
+  /** null: the development-only in-process store. */
+  redis: RedisClient | null;
+  clock?: () => number;
+  upstream?: UpstreamClient;
+  metrics?: Metrics;
+  /** Whether the Redis primary has replicas to acknowledge rotated tokens (WAIT 1). */
+  hasReplicas?: () => boolean;
+}
+
+export interface Cloakroom {
+  /** The Node request listener: `/api/*` goes straight to the proxy, the rest through Express. */
+  readonly handler: RequestListener;
+  readonly app: express.Express;
+  readonly metrics: Metrics;
+  readonly store: TokenStore;
+  /** Readiness turns 503 from here on; in-flight requests still finish. */
+  beginShutdown(): void;
+  close(): Promise<void>;
+}
+
+function createDialect(config: Readonly<Config>, upstream: UpstreamClient): AuthDialect {
+  switch (config.authMode) {
+    case 'json':
+      return createJsonDialect(upstream, { loginPath: config.jsonLoginPath, refreshPath: config.jsonRefreshPath });
+    case 'nexudus':
+      return createNexudusDialect(upstream, { exchangeValidMinutes: config.exchangeValidMinutes });
+    case 'oidc':
+      // OIDC is a later issue (authorization code + PKCE); refuse clearly rather than half-work.
+      throw new Error('AUTH_MODE=oidc is not available in this version');
+  }
+}
+
+export function createApp(deps: AppDeps): Cloakroom {
+  const { config, logger } = deps;
+  const clock = deps.clock ?? Date.now;
+  const metrics = deps.metrics ?? createMetrics();
+  const onStoreError = () => metrics.redisErrors.inc();
+  const store = deps.redis
+    ? createRedisTokenStore(deps.redis, { onError: onStoreError, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) })
+    : createMemoryTokenStore(clock);
+  const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
+  const dialect = createDialect(config, upstream);
+  const vault = createTokenVault(store, createTokenSealer(config.tokenKeys), clock);
+  const idleMs = config.idleTimeoutSeconds * 1000;
+  const absoluteMs = config.absoluteTimeoutSeconds * 1000;
+  const toucher = createIdleToucher({
+    store,
+    idleMs,
+    intervalMs: Math.min(60_000, Math.max(1000, idleMs / 20)),
+    clock,
+    onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
+  });
+  const refresher = createRefresher({
+    vault,
+    store,
+    dialect,
+    clock,
+    // Two upstream timeouts (headers, body) and slack: a lease never ends mid-refresh.
+    leaseMs: config.upstreamTimeoutMs * 2 + 5000,
+    onRefresh: (outcome) => metrics.refreshes.inc({ outcome }),
+    onLockError: (err) => logger.warn({ err }, 'refresh lock release failed'),
+  });
+  const readSessionId = createSessionIdReader(config.cookie.name, config.sessionSecrets);
+  let shuttingDown = false;
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', config.trustProxy);
+  app.set('query parser', 'simple');
+  const trustFn = app.get('trust proxy fn') as (addr: string, i: number) => boolean;
+  const ownOrigin = ownOriginResolver((req) => trustFn(req.socket.remoteAddress ?? '', 0), config.cookie.secure);
+  const checkAntiForgery = createAntiForgeryCheck({ ownOrigin, ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}) });
+
+  const proxy = createApiProxy({
+    upstream,
+    vault,
+    refresher,
+    toucher,
+    readSessionId,
+    clock,
+    refreshSkewMs: config.refreshSkewSeconds * 1000,
+    observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
+    onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
+  });
+
+  const sessionMiddleware = session({
+    name: config.cookie.name,
+    secret: config.sessionSecrets,
+    store: createSessionRecordStore(deps.redis, { idleMs, clock, onError: onStoreError }),
+    genid: newSessionId,
+    resave: false,
+    saveUninitialized: false,
+    rolling: false,
+    unset: 'destroy',
+    cookie: { httpOnly: true, path: '/', secure: config.cookie.secure, sameSite: config.cookie.sameSite, maxAge: undefined },
+  });
+
+  // A JSON API: nothing here is meant to be framed, sniffed or rendered.
+  const jsonHelmet = helmet({
+    contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    crossOriginResourcePolicy: { policy: 'same-origin' },
+  });
+
+  app.use(createOpsRoutes({ store, registry: metrics.registry, isShuttingDown: () => shuttingDown }));
+
+  const noStore = (_req: Request, res: Response, next: NextFunction) => {
+    res.set('Cache-Control', 'no-store');
+    next();
+  };
+  const antiForgery = (req: Request, _res: Response, next: NextFunction) => {
+    const safe = req.method === 'GET' || req.method === 'HEAD';
+    next(checkAntiForgery(req, !safe) ?? undefined);
+  };
+  const bodies = [express.json({ limit: '16kb', strict: true }), express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 })];
+  app.use('/auth', jsonHelmet, noStore, antiForgery, ...bodies, sessionMiddleware, createAuthRoutes({
+    dialect,
+    vault,
+    store,
+    toucher,
+    throttle: createLoginThrottle(deps.redis, config.loginMaxFailures),
+    metrics,
+    clock,
+    idleMs,
+    absoluteMs,
+    cookie: config.cookie,
+  }));
+
+  if (config.staticDir) {
+    const root = path.resolve(config.staticDir);
+    app.use(helmet(), express.static(root, { index: 'index.html', fallthrough: true }));
+    // The SPA's own routes: unknown paths that accept HTML get index.html.
+    app.get('/*splat', (req: Request, res: Response, next: NextFunction) => {
+      if (!req.accepts('html') || /^\/(api|auth|links)(\/|$)/.test(req.path)) return next();
+      res.sendFile(path.join(root, 'index.html'));
+    });
+  }
+
+  app.use(jsonHelmet, (_req: Request, _res: Response, next: NextFunction) => next(errors.notFound()));
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(req, res, err, logger));
+
+  const routeOf = (url: string): string => {
+    if (url.startsWith('/api/')) return '/api/*';
+    const p = pathOf(url);
+    return /^\/(auth|links)\/[a-z-]+$/.test(p) || ['/healthz', '/readyz', '/metrics'].includes(p) ? p : 'other';
+  };
+
+  const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    res.once('finish', () => metrics.requests.inc({ route: routeOf(url), status: String(res.statusCode) }));
+    if (url.startsWith('/api/')) {
+      const err = checkAntiForgery(req, true);
+      if (err) return sendError(req, res, err, logger);
+      proxy(req, res).catch((e: unknown) => sendError(req, res, e, logger));
+      return;
+    }
+    app(req, res);
+  };
+
+  return {
+    handler,
+    app,
+    metrics,
+    store,
+    beginShutdown: () => {
+      shuttingDown = true;
+    },
+    close: async () => {
+      shuttingDown = true;
+      await upstream.close().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,76 @@
+import { AppError } from '../errors.js';
+import { classifyUpstreamError, isRecord, readJson, type UpstreamClient } from '../upstream/client.js';
+import { positiveSeconds, type AuthDialect, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
+
+/** Claims of a JWT access token, read only to name the user; never trusted for access. */
+function unverifiedClaims(token: string): Record<string, unknown> {
+  const part = token.split('.')[1];
+  if (!part) return {};
+  try {
+    const claims: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return isRecord(claims) ? claims : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The generic JSON refresh API of seed 004 and the contract's `AUTH_MODE=json` paragraph. */
+export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: string; refreshPath: string }): AuthDialect {
+  const post = async (path: string, body: unknown) => {
+    const res = await upstream.request({
+      method: 'POST',
+      path,
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: res.statusCode, json: await readJson(res.body) };
+  };
+  const toTokens = (json: unknown): TokenSet | null => {
+    if (!isRecord(json) || typeof json.accessToken !== 'string' || json.accessToken === '') return null;
+    return {
+      accessToken: json.accessToken,
+      refreshToken: typeof json.refreshToken === 'string' && json.refreshToken !== '' ? json.refreshToken : null,
+      expiresInSeconds: positiveSeconds(json.expiresIn, 3600),
+    };
+  };
+
+  return {
+    async login(credentials) {
+      try {
+        const { status, json } = await post(paths.loginPath, { username: credentials.email, password: credentials.password });
+        if (status === 200) {
+          const tokens = toTokens(json);
+          if (!tokens) return { kind: 'failed', failure: 'unavailable' };
+          const claims = unverifiedClaims(tokens.accessToken);
+          const user: SessionUser = {
+            id: typeof claims.sub === 'string' ? claims.sub : credentials.email,
+            email: typeof claims.email === 'string' ? claims.email : credentials.email,
+            fullName: typeof claims.name === 'string' ? claims.name : null,
+          };
+          return { kind: 'ok', tokens, user };
+        }
+        if (status === 400 || status === 401) {
+          const message = isRecord(json) && typeof json.response === 'string' ? json.response : 'The user name or password is incorrect.';
+          return { kind: 'refused', error: new AppError(401, 'invalid_grant', message) };
+        }
+        return { kind: 'failed', failure: 'unavailable' };
+      } catch (err) {
+        return { kind: 'failed', failure: classifyUpstreamError(err) };
+      }
+    },
+
+    async refresh(refreshToken): Promise<RefreshOutcome> {
+      try {
+        const { status, json } = await post(paths.refreshPath, { refreshToken });
+        if (status === 200) {
+          const tokens = toTokens(json);
+          return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable' };
+        }
+        if (status === 401) return { kind: 'refused' };
+        return { kind: 'failed', failure: 'unavailable' };
+      } catch (err) {
+        return { kind: 'failed', failure: classifyUpstreamError(err) };
+      }
+    },
+  };
+}

@@ -1,0 +1,325 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+export type AuthMode = 'nexudus' | 'json' | 'oidc';
+
+export type RedisTarget =
+  | { kind: 'url'; url: string }
+  | { kind: 'sentinel'; sentinels: HostPort[]; name: string; sentinelPassword?: string }
+  | { kind: 'cluster'; nodes: HostPort[] }
+  | { kind: 'memory' };
+
+export interface HostPort { host: string; port: number }
+
+export interface OidcConfig {
+  issuer: string;
+  clientId: string;
+  clientSecret?: string;
+  redirectUri: string;
+  scopes: string;
+  postLogoutRedirectUri?: string;
+}
+
+export interface Config {
+  production: boolean;
+  port: number;
+  host: string;
+  upstreamUrl: string;
+  authMode: AuthMode;
+  redis: RedisTarget;
+  redisUsername?: string;
+  redisPassword?: string;
+  redisTls: boolean;
+  sessionSecrets: string[];
+  tokenKeys: Buffer[];
+  /** Secrets made up at start (development only): sessions do not survive a restart. */
+  generatedSecrets: string[];
+  cookie: { secure: boolean; name: string; sameSite: 'lax' | 'strict' };
+  idleTimeoutSeconds: number;
+  absoluteTimeoutSeconds: number;
+  refreshSkewSeconds: number;
+  portalUrl?: string;
+  portalLoginPath: string;
+  mediaBaseUrl: string;
+  downloadPaths: string[];
+  loginPageUrl?: string;
+  allowedOrigins?: string[];
+  trustProxy: boolean | number | string;
+  upstreamTimeoutMs: number;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  loginMaxFailures: number;
+  staticDir?: string;
+  jsonLoginPath: string;
+  jsonRefreshPath: string;
+  exchangeValidMinutes: number;
+  shutdownTimeoutMs: number;
+  oidc?: OidcConfig;
+}
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const intIn = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, `must be between ${min} and ${max}`);
+
+const httpUrl = z
+  .string()
+  .refine((v) => {
+    try {
+      const u = new URL(v);
+      return (u.protocol === 'http:' || u.protocol === 'https:') && u.username === '' && u.password === '';
+    } catch {
+      return false;
+    }
+  }, 'must be an absolute http(s) URL without credentials')
+  .transform((v) => v.replace(/\/+$/, ''));
+
+const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const list = (v: string): string[] =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+
+const hostPortList = z.string().transform((v, ctx) => {
+  const out: HostPort[] = [];
+  for (const item of list(v)) {
+    const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(item);
+    const port = m ? Number(m[2]) : 0;
+    if (!m || port < 1 || port > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${item}" is not host:port` });
+      return z.NEVER;
+    }
+    out.push({ host: (m[1] ?? '').replace(/^\[|\]$/g, ''), port });
+  }
+  if (out.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must list at least one host:port' });
+    return z.NEVER;
+  }
+  return out;
+});
+
+const schema = z.object({
+  NODE_ENV: z.string().optional(),
+  PORT: intIn(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  UPSTREAM_URL: httpUrl,
+  AUTH_MODE: z.enum(['nexudus', 'json', 'oidc']).default('nexudus'),
+  REDIS_URL: z
+    .string()
+    .refine((v) => /^rediss?:\/\/[^\s]+$/.test(v) && URL.canParse(v), 'must be a redis:// or rediss:// URL')
+    .optional(),
+  REDIS_SENTINELS: hostPortList.optional(),
+  REDIS_SENTINEL_NAME: z.string().min(1).optional(),
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  REDIS_CLUSTER_NODES: hostPortList.optional(),
+  REDIS_USERNAME: z.string().optional(),
+  REDIS_PASSWORD: z.string().optional(),
+  REDIS_TLS: bool.default(false),
+  SESSION_SECRET: z.string().transform(list).optional(),
+  TOKEN_ENCRYPTION_KEY: z
+    .string()
+    .transform((v, ctx) => {
+      const keys: Buffer[] = [];
+      for (const item of list(v)) {
+        const key = /^[A-Za-z0-9+/_-]+={0,2}$/.test(item) ? Buffer.from(item, 'base64') : Buffer.alloc(0);
+        if (key.length !== 32) {
+          ctx.addIssue({ code: 'custom', message: 'every key must be base64 of exactly 32 bytes' });
+          return z.NEVER;
+        }
+        keys.push(key);
+      }
+      return keys;
+    })
+    .optional(),
+  COOKIE_SECURE: bool.optional(),
+  COOKIE_NAME: z
+    .string()
+    .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'must be a cookie token (letters, digits, !#$%&\'*+-.^_`|~)')
+    .default('bff.sid'),
+  COOKIE_SAMESITE: z.enum(['lax', 'strict']).default('lax'),
+  SESSION_IDLE_TIMEOUT: intIn(60, 31_536_000).default(28_800),
+  SESSION_ABSOLUTE_TIMEOUT: intIn(60, 31_536_000).default(1_296_000),
+  REFRESH_SKEW: intIn(0, 3600).default(60),
+  PORTAL_URL: httpUrl.optional(),
+  PORTAL_LOGIN_PATH: z.string().startsWith('/', 'must start with /').default('/user/login?server=true'),
+  MEDIA_BASE_URL: httpUrl.optional(),
+  DOWNLOAD_PATHS: z
+    .string()
+    .transform(list)
+    .refine((ps) => ps.every((p) => p.startsWith('/') && !/\*\*./.test(p)), 'patterns start with / and ** may only end one')
+    .default(['/api/public/billing/invoices/*/pdf', '/api/public/files/**']),
+  LOGIN_PAGE_URL: z
+    .string()
+    .refine((v) => v.startsWith('/') ? !v.startsWith('//') : URL.canParse(v) && /^https?:/.test(v), 'must be a local path or an http(s) URL')
+    .optional(),
+  ALLOWED_ORIGINS: z
+    .string()
+    .transform(list)
+    .refine((os) => os.every((o) => URL.canParse(o) && new URL(o).origin === o), 'must be a comma list of origins like https://app.example.com')
+    .optional(),
+  TRUST_PROXY: z.string().default('false'),
+  UPSTREAM_TIMEOUT: intIn(1, 600).default(30),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOGIN_MAX_FAILURES: intIn(1, 100_000).default(10),
+  STATIC_DIR: z.string().min(1).optional(),
+  JSON_LOGIN_PATH: z.string().startsWith('/', 'must start with /').default('/api/login'),
+  JSON_REFRESH_PATH: z.string().startsWith('/', 'must start with /').default('/api/login/refresh-token'),
+  EXCHANGE_VALID_MINUTES: intIn(1, 43_200).default(60),
+  SHUTDOWN_TIMEOUT: intIn(0, 600).default(10),
+  OIDC_ISSUER: z.string().optional(),
+  OIDC_CLIENT_ID: z.string().min(1).optional(),
+  OIDC_CLIENT_SECRET: z.string().min(1).optional(),
+  OIDC_REDIRECT_URI: httpUrl.optional(),
+  OIDC_SCOPES: z.string().min(1).default('openid profile email offline_access'),
+  OIDC_POST_LOGOUT_REDIRECT_URI: httpUrl.optional(),
+});
+
+function parseTrustProxy(v: string): boolean | number | string {
+  if (v === 'true') return true;
+  if (v === 'false' || v === '') return false;
+  if (/^\d+$/.test(v)) return Number(v);
+  return v;
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/** Reads the whole configuration once, reporting every bad variable together. */
+export function loadConfig(env: Env): Readonly<Config> {
+  // An empty variable means "not set": shells and .env files often leave them blank.
+  const cleaned: Env = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
+
+  const parsed = schema.safeParse(cleaned);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    const seen = new Set<string>();
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? 'environment');
+      if (seen.has(name)) continue;
+      seen.add(name);
+      const message = cleaned[name] === undefined ? 'is required' : issue.message;
+      problems.push(`${name}: ${message}`);
+    }
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const production = e.NODE_ENV === 'production';
+  const generatedSecrets: string[] = [];
+
+  const topologies = [e.REDIS_URL, e.REDIS_SENTINELS, e.REDIS_CLUSTER_NODES].filter((v) => v !== undefined);
+  if (topologies.length > 1) problems.push('REDIS_URL: set only one of REDIS_URL, REDIS_SENTINELS, REDIS_CLUSTER_NODES');
+  if (e.REDIS_SENTINELS && !e.REDIS_SENTINEL_NAME) problems.push('REDIS_SENTINEL_NAME: is required with REDIS_SENTINELS');
+  if (topologies.length === 0 && production) problems.push('REDIS_URL: is required when NODE_ENV=production (the in-process store is for development only)');
+
+  let sessionSecrets = e.SESSION_SECRET ?? [];
+  if (sessionSecrets.length === 0) {
+    if (production) problems.push('SESSION_SECRET: is required when NODE_ENV=production');
+    sessionSecrets = [randomBytes(32).toString('base64url')];
+    generatedSecrets.push('SESSION_SECRET');
+  } else if (production && sessionSecrets.some((s) => s.length < 32)) {
+    problems.push('SESSION_SECRET: every secret must be at least 32 characters when NODE_ENV=production');
+  }
+
+  let tokenKeys = e.TOKEN_ENCRYPTION_KEY ?? [];
+  if (tokenKeys.length === 0) {
+    if (production) problems.push('TOKEN_ENCRYPTION_KEY: is required when NODE_ENV=production');
+    tokenKeys = [randomBytes(32)];
+    generatedSecrets.push('TOKEN_ENCRYPTION_KEY');
+  }
+
+  if (e.SESSION_ABSOLUTE_TIMEOUT < e.SESSION_IDLE_TIMEOUT) {
+    problems.push('SESSION_ABSOLUTE_TIMEOUT: must not be shorter than SESSION_IDLE_TIMEOUT');
+  }
+
+  let oidc: OidcConfig | undefined;
+  if (e.AUTH_MODE === 'oidc') {
+    if (!e.OIDC_ISSUER) problems.push('OIDC_ISSUER: is required when AUTH_MODE=oidc');
+    else if (!URL.canParse(e.OIDC_ISSUER)) problems.push('OIDC_ISSUER: must be an absolute URL');
+    else {
+      const u = new URL(e.OIDC_ISSUER);
+      if (u.protocol !== 'https:' && !(u.protocol === 'http:' && isLoopbackHost(u.hostname))) {
+        problems.push('OIDC_ISSUER: must be https (http is allowed only on a loopback host)');
+      }
+    }
+    if (!e.OIDC_CLIENT_ID) problems.push('OIDC_CLIENT_ID: is required when AUTH_MODE=oidc');
+    if (!e.OIDC_REDIRECT_URI) problems.push('OIDC_REDIRECT_URI: is required when AUTH_MODE=oidc');
+    if (e.OIDC_ISSUER && e.OIDC_CLIENT_ID && e.OIDC_REDIRECT_URI) {
+      oidc = {
+        issuer: e.OIDC_ISSUER,
+        clientId: e.OIDC_CLIENT_ID,
+        redirectUri: e.OIDC_REDIRECT_URI,
+        scopes: e.OIDC_SCOPES,
+        ...(e.OIDC_CLIENT_SECRET ? { clientSecret: e.OIDC_CLIENT_SECRET } : {}),
+        ...(e.OIDC_POST_LOGOUT_REDIRECT_URI ? { postLogoutRedirectUri: e.OIDC_POST_LOGOUT_REDIRECT_URI } : {}),
+      };
+    }
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const redis: RedisTarget = e.REDIS_URL
+    ? { kind: 'url', url: e.REDIS_URL }
+    : e.REDIS_SENTINELS
+      ? {
+          kind: 'sentinel',
+          sentinels: e.REDIS_SENTINELS,
+          name: e.REDIS_SENTINEL_NAME ?? '',
+          ...(e.REDIS_SENTINEL_PASSWORD ? { sentinelPassword: e.REDIS_SENTINEL_PASSWORD } : {}),
+        }
+      : e.REDIS_CLUSTER_NODES
+        ? { kind: 'cluster', nodes: e.REDIS_CLUSTER_NODES }
+        : { kind: 'memory' };
+
+  const secure = e.COOKIE_SECURE ?? production;
+  const config: Config = {
+    production,
+    port: e.PORT,
+    host: e.HOST,
+    upstreamUrl: e.UPSTREAM_URL,
+    authMode: e.AUTH_MODE,
+    redis,
+    redisTls: e.REDIS_TLS,
+    ...(e.REDIS_USERNAME ? { redisUsername: e.REDIS_USERNAME } : {}),
+    ...(e.REDIS_PASSWORD ? { redisPassword: e.REDIS_PASSWORD } : {}),
+    sessionSecrets,
+    tokenKeys,
+    generatedSecrets,
+    cookie: { secure, name: secure ? `__Host-${e.COOKIE_NAME}` : e.COOKIE_NAME, sameSite: e.COOKIE_SAMESITE },
+    idleTimeoutSeconds: e.SESSION_IDLE_TIMEOUT,
+    absoluteTimeoutSeconds: e.SESSION_ABSOLUTE_TIMEOUT,
+    refreshSkewSeconds: e.REFRESH_SKEW,
+    ...(e.PORTAL_URL ? { portalUrl: e.PORTAL_URL } : {}),
+    portalLoginPath: e.PORTAL_LOGIN_PATH,
+    mediaBaseUrl: e.MEDIA_BASE_URL ?? e.UPSTREAM_URL,
+    downloadPaths: e.DOWNLOAD_PATHS,
+    ...(e.LOGIN_PAGE_URL ? { loginPageUrl: e.LOGIN_PAGE_URL } : {}),
+    ...(e.ALLOWED_ORIGINS ? { allowedOrigins: e.ALLOWED_ORIGINS } : {}),
+    trustProxy: parseTrustProxy(e.TRUST_PROXY),
+    upstreamTimeoutMs: e.UPSTREAM_TIMEOUT * 1000,
+    logLevel: e.LOG_LEVEL,
+    loginMaxFailures: e.LOGIN_MAX_FAILURES,
+    ...(e.STATIC_DIR ? { staticDir: e.STATIC_DIR } : {}),
+    jsonLoginPath: e.JSON_LOGIN_PATH,
+    jsonRefreshPath: e.JSON_REFRESH_PATH,
+    exchangeValidMinutes: e.EXCHANGE_VALID_MINUTES,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+    ...(oidc ? { oidc } : {}),
+  };
+  return Object.freeze(config);
+}

@@ -1,0 +1,55 @@
+/**
+ * The one error type of cloakroom. `expose` follows node-oidc-provider: details reach the
+ * browser only for client errors; anything else is answered as a generic server_error.
+ */
+export class AppError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly expose: boolean;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly extra: Readonly<Record<string, unknown>>;
+
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    opts: { headers?: Record<string, string>; extra?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'AppError';
+    this.status = status;
+    this.code = code;
+    // 502/503/504 are contract answers with fixed codes, so they are exposed too.
+    this.expose = status < 500 || status === 502 || status === 503 || status === 504;
+    this.headers = opts.headers ?? {};
+    this.extra = opts.extra ?? {};
+  }
+}
+
+export const errors = {
+  invalidRequest: (message: string) => new AppError(400, 'invalid_request', message),
+  csrfRequired: () => new AppError(403, 'csrf_required', 'The X-CSRF: 1 header is required.'),
+  originNotAllowed: () => new AppError(403, 'origin_not_allowed', 'This origin may not call cloakroom.'),
+  unauthenticated: () => new AppError(401, 'unauthenticated', 'Sign in first.'),
+  sessionExpired: () => new AppError(401, 'session_expired', 'The session has ended; sign in again.'),
+  storeUnavailable: (cause?: unknown) =>
+    new AppError(503, 'session_store_unavailable', 'The session store is unavailable; try again shortly.', {
+      headers: { 'Retry-After': '1' },
+      cause,
+    }),
+  upstreamUnavailable: (cause?: unknown) =>
+    new AppError(502, 'upstream_unavailable', 'The upstream API could not be reached.', { cause }),
+  upstreamTimeout: (cause?: unknown) =>
+    new AppError(504, 'upstream_timeout', 'The upstream API did not answer in time.', { cause }),
+  forbiddenPath: () => new AppError(403, 'forbidden_path', 'This upstream path is not available through cloakroom.'),
+  invalidPath: () => new AppError(400, 'invalid_path', 'The path is not allowed.'),
+  notFound: () => new AppError(404, 'not_found', 'No such route.'),
+} as const;
+
+/** Marks an error raised by the session store (Redis), so the error handler can answer 503. */
+export class StoreError extends Error {
+  constructor(cause: unknown) {
+    super('session store failure', { cause });
+    this.name = 'StoreError';
+  }
+}

@@ -1,0 +1,132 @@
+import { randomUUID } from 'node:crypto';
+import express, { type Request, type Response, type Router } from 'express';
+import type { AuthDialect, Credentials, SessionUser, TokenSet } from '../auth/dialect.js';
+import { AppError, errors } from '../errors.js';
+import type { IdleToucher } from '../core/idle-touch.js';
+import type { LoginThrottle } from '../core/login-throttle.js';
+import { resolveReturnTo } from '../core/redirects.js';
+import { escapeUrlUnsafeChars } from '../core/link-urls.js';
+import type { TokenVault } from '../core/token-vault.js';
+import type { TokenStore } from '../store/token-store.js';
+import { failureToError } from '../upstream/client.js';
+import type { Metrics } from '../metrics.js';
+import '../session-data.js';
+
+export interface AuthRouteDeps {
+  dialect: AuthDialect;
+  vault: TokenVault;
+  store: TokenStore;
+  toucher: IdleToucher;
+  throttle: LoginThrottle;
+  metrics: Metrics;
+  clock: () => number;
+  idleMs: number;
+  absoluteMs: number;
+  cookie: { name: string; secure: boolean; sameSite: 'lax' | 'strict' };
+}
+
+const regenerate = (req: Request) => new Promise<void>((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(err) : resolve())));
+const save = (req: Request) => new Promise<void>((resolve, reject) => req.session.save((err: unknown) => (err ? reject(err) : resolve())));
+const destroy = (req: Request) => new Promise<void>((resolve, reject) => req.session.destroy((err: unknown) => (err ? reject(err) : resolve())));
+
+function parseCredentials(body: unknown, form: boolean): Credentials & { remember: boolean } {
+  if (typeof body !== 'object' || body === null) throw errors.invalidRequest('Send email and password as JSON or a form.');
+  const { email, password, totp, remember } = body as Record<string, unknown>;
+  if (typeof email !== 'string' || email.trim() === '' || email.length > 320) throw errors.invalidRequest('email must be a non-empty string.');
+  if (typeof password !== 'string' || password === '' || password.length > 1024) throw errors.invalidRequest('password must be a non-empty string.');
+  if (totp !== undefined && (typeof totp !== 'string' || totp.length > 32)) throw errors.invalidRequest('totp must be a string.');
+  let rememberMe = false;
+  if (remember !== undefined) {
+    // A form can only send text; JSON must send a real boolean.
+    if (typeof remember === 'boolean') rememberMe = remember;
+    else if (form && typeof remember === 'string' && ['true', 'false', 'on', '1', '0'].includes(remember)) rememberMe = ['true', 'on', '1'].includes(remember);
+    else throw errors.invalidRequest('remember must be a boolean.');
+  }
+  return { email: email.trim(), password, ...(totp !== undefined && totp !== '' ? { totp } : {}), remember: rememberMe };
+}
+
+export function createAuthRoutes(deps: AuthRouteDeps): Router {
+  const router = express.Router();
+  const { vault, store, clock } = deps;
+
+  /** A new session id for every sign-in (no fixation); whatever the old one held is deleted. */
+  const establishSession = async (req: Request, init: { tokens: TokenSet; user: SessionUser; clientId: string; remember: boolean }) => {
+    if (req.session.user) {
+      deps.toucher.forget(req.sessionID);
+      await store.destroy(req.sessionID);
+    }
+    await regenerate(req);
+    const now = clock();
+    const absoluteExpiresAt = now + deps.absoluteMs;
+    await vault.create(req.sessionID, { tokens: init.tokens, clientId: init.clientId, absoluteExpiresAt }, Math.min(deps.idleMs, deps.absoluteMs));
+    req.session.user = init.user;
+    req.session.createdAt = now;
+    req.session.absoluteExpiresAt = absoluteExpiresAt;
+    if (init.remember) req.session.cookie.maxAge = deps.absoluteMs;
+    await save(req);
+  };
+
+  router.post('/login', async (req: Request, res: Response) => {
+    const form = req.is('application/x-www-form-urlencoded') === 'application/x-www-form-urlencoded';
+    const credentials = parseCredentials(req.body, form);
+    const address = req.ip ?? 'unknown';
+    const verdict = await deps.throttle.check(credentials.email, address);
+    if (!verdict.allowed) {
+      deps.metrics.logins.inc({ outcome: 'rate_limited' });
+      throw new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
+        headers: { 'Retry-After': String(verdict.retryAfterSeconds) },
+      });
+    }
+    // Each session gets its own upstream client_id: one refresh token per client_id upstream.
+    const clientId = randomUUID();
+    const outcome = await deps.dialect.login(credentials, clientId);
+    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'refused') {
+      // A password that was right (must reset) is not a failed guess.
+      if (outcome.error.code !== 'must_reset_password') await deps.throttle.recordFailure(credentials.email, address);
+      deps.metrics.logins.inc({ outcome: outcome.error.code });
+      throw outcome.error;
+    }
+    await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: credentials.remember });
+    await deps.throttle.recordSuccess(credentials.email);
+    deps.metrics.logins.inc({ outcome: 'ok' });
+    res.status(200).json({ authenticated: true, user: outcome.user });
+  });
+
+  router.get('/session', async (req: Request, res: Response) => {
+    const user = req.session.user;
+    const record = user ? await store.readTokens(req.sessionID) : null;
+    if (!user || !record || record.absoluteExpiresAt <= clock()) {
+      res.status(200).json({ authenticated: false });
+      return;
+    }
+    const endsAt = await deps.toucher.touchNow(req.sessionID, record.absoluteExpiresAt);
+    res.status(200).json({ authenticated: true, user, expiresAt: new Date(endsAt).toISOString() });
+  });
+
+  router.post('/logout', async (req: Request, res: Response) => {
+    if (req.session.user) {
+      deps.toucher.forget(req.sessionID);
+      await store.destroy(req.sessionID);
+      await destroy(req);
+    }
+    res.clearCookie(deps.cookie.name, { path: '/', httpOnly: true, secure: deps.cookie.secure, sameSite: deps.cookie.sameSite });
+    res.status(204).end();
+  });
+
+  router.get('/exchange', async (req: Request, res: Response) => {
+    const query = req.query as Record<string, unknown>;
+    const target = resolveReturnTo(query.returnTo);
+    if (!target.ok) throw new AppError(400, 'invalid_redirect', 'returnTo must be a local path.');
+    if (typeof query.t !== 'string' || query.t === '' || query.t.length > 8192) throw errors.invalidRequest('t must be the sign-in token.');
+    if (!deps.dialect.exchange) throw errors.notFound();
+    const clientId = randomUUID();
+    const outcome = await deps.dialect.exchange(query.t, clientId);
+    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'refused') throw outcome.error;
+    await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: false });
+    res.status(302).set('Location', escapeUrlUnsafeChars(target.path)).end();
+  });
+
+  return router;
+}

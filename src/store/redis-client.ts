@@ -1,0 +1,71 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Config } from '../config.js';
+
+export type RedisClient = Redis | Cluster;
+
+/**
+ * A dead store must answer fast (503), not queue commands for minutes: no offline queue,
+ * one retry, a command timeout, and reconnect attempts at most a second apart so service
+ * resumes within seconds of Redis coming back.
+ */
+export const failFastOptions: RedisOptions = {
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  commandTimeout: 1000,
+  connectTimeout: 2000,
+  retryStrategy: (times: number) => Math.min(50 * times, 1000),
+};
+
+export function createRedisClient(config: Config): RedisClient | null {
+  const auth: RedisOptions = {
+    ...(config.redisUsername ? { username: config.redisUsername } : {}),
+    ...(config.redisPassword ? { password: config.redisPassword } : {}),
+    ...(config.redisTls ? { tls: {} } : {}),
+  };
+  const target = config.redis;
+  switch (target.kind) {
+    case 'memory':
+      return null;
+    case 'url':
+      // URL credentials and rediss:// are honoured by ioredis itself.
+      return new Redis(target.url, { ...failFastOptions, ...auth });
+    case 'sentinel':
+      return new Redis({
+        ...failFastOptions,
+        ...auth,
+        sentinels: target.sentinels,
+        name: target.name,
+        ...(target.sentinelPassword ? { sentinelPassword: target.sentinelPassword } : {}),
+        // A promoted replica must be found again quickly (contract: within 15 s).
+        sentinelRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+        failoverDetector: true,
+      });
+    case 'cluster':
+      return new Cluster(target.nodes, {
+        enableOfflineQueue: false,
+        clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+        redisOptions: { ...failFastOptions, ...auth },
+        ...(config.redisTls ? { dnsLookup: (address, callback) => callback(null, address) } : {}),
+      });
+  }
+}
+
+/** Resolves when the client is ready, rejects after timeoutMs. */
+export function waitForReady(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`Redis not ready after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = (): void => {
+      cleanup();
+      resolve();
+    };
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      client.off('ready', onReady);
+    };
+    client.on('ready', onReady);
+  });
+}

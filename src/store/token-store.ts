@@ -1,0 +1,46 @@
+/**
+ * What Redis keeps of a session's tokens. The secret part is sealed (AES-256-GCM); the
+ * rest is what the proxy needs to decide, without decrypting, whether to refresh.
+ */
+export interface TokenRecord {
+  /** Bumped by every write; refresh writes are compare-and-set on it. */
+  version: number;
+  /** Epoch ms at which the session ends regardless of activity. */
+  absoluteExpiresAt: number;
+  /** Epoch ms at which the access token expires. */
+  accessExpiresAt: number;
+  sealed: string;
+}
+
+export type ReplaceOutcome = 'ok' | 'conflict' | 'gone';
+
+/** The session-scoped storage the core needs; Redis in production, memory in development. */
+export interface TokenStore {
+  readTokens(sid: string): Promise<TokenRecord | null>;
+  createTokens(sid: string, record: TokenRecord, ttlMs: number): Promise<void>;
+  replaceTokens(sid: string, expectedVersion: number, record: TokenRecord): Promise<ReplaceOutcome>;
+  /** Extends every key of the session to ttlMs (idle timeout, capped by the absolute end). */
+  touch(sid: string, ttlMs: number): Promise<void>;
+  destroy(sid: string): Promise<void>;
+  acquireLock(sid: string, owner: string, leaseMs: number): Promise<boolean>;
+  releaseLock(sid: string, owner: string): Promise<void>;
+  readMedia(sid: string): Promise<string | null>;
+  writeMedia(sid: string, sealed: string, ttlMs: number): Promise<void>;
+  ping(): Promise<void>;
+}
+
+export function encodeRecord(r: TokenRecord): string {
+  return JSON.stringify({ v: r.version, abs: r.absoluteExpiresAt, exp: r.accessExpiresAt, s: r.sealed });
+}
+
+export function decodeRecord(raw: string): TokenRecord | null {
+  try {
+    const o: unknown = JSON.parse(raw);
+    if (typeof o !== 'object' || o === null) return null;
+    const { v, abs, exp, s } = o as Record<string, unknown>;
+    if (typeof v !== 'number' || typeof abs !== 'number' || typeof exp !== 'number' || typeof s !== 'string') return null;
+    return { version: v, absoluteExpiresAt: abs, accessExpiresAt: exp, sealed: s };
+  } catch {
+    return null;
+  }
+}

@@ -12,6 +12,7 @@ import { createLoginThrottle } from './core/login-throttle.js';
 import { createRefresher } from './core/refresh.js';
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
+import { createTokenAccess } from './core/token-access.js';
 import { errors } from './errors.js';
 import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
@@ -105,14 +106,11 @@ export function createApp(deps: AppDeps): Cloakroom {
   const ownOrigin = ownOriginResolver((req) => trustFn(req.socket.remoteAddress ?? '', 0), config.cookie.secure);
   const checkAntiForgery = createAntiForgeryCheck({ ownOrigin, ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}) });
 
+  const tokenAccess = createTokenAccess({ vault, refresher, toucher, clock, refreshSkewMs: config.refreshSkewSeconds * 1000 });
   const proxy = createApiProxy({
     upstream,
-    vault,
-    refresher,
-    toucher,
+    tokens: tokenAccess,
     readSessionId,
-    clock,
-    refreshSkewMs: config.refreshSkewSeconds * 1000,
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
   });

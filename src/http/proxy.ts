@@ -2,10 +2,9 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Dispatcher } from 'undici';
-import { errors, type AppError } from '../errors.js';
-import type { FreshTokens, Refresher } from '../core/refresh.js';
-import type { SessionTokens, TokenVault } from '../core/token-vault.js';
-import type { IdleToucher } from '../core/idle-touch.js';
+import { errors } from '../errors.js';
+import type { TokenAccess } from '../core/token-access.js';
+import type { SessionTokens } from '../core/token-vault.js';
 import { canonicalApiPath, hasDotDotSegment, isForbiddenApiPath } from '../core/upstream-paths.js';
 import { classifyUpstreamError, failureToError, type UpstreamClient } from '../upstream/client.js';
 import { stripTokenFields } from '../core/token-fields.js';
@@ -98,18 +97,10 @@ function readBody(req: IncomingMessage): Promise<Body> {
 
 export interface ApiProxyDeps {
   upstream: UpstreamClient;
-  vault: TokenVault;
-  refresher: Refresher;
-  toucher: IdleToucher;
+  tokens: TokenAccess;
   readSessionId(cookieHeader: string | undefined): string | null;
-  clock: () => number;
-  refreshSkewMs: number;
   observeUpstream?: (seconds: number) => void;
   onStreamError?: (err: unknown) => void;
-}
-
-function endedOrFailed(result: Exclude<FreshTokens, { kind: 'ok' }>): AppError {
-  return result.kind === 'ended' ? errors.sessionExpired() : failureToError(result.failure);
 }
 
 /**
@@ -117,7 +108,7 @@ function endedOrFailed(result: Exclude<FreshTokens, { kind: 'ok' }>): AppError {
  * Steady state costs one Redis command: GET of the session's token record.
  */
 export function createApiProxy(deps: ApiProxyDeps) {
-  const { upstream, vault, refresher, clock } = deps;
+  const { upstream } = deps;
 
   const send = async (req: IncomingMessage, body: Body, tokens: SessionTokens, signal: AbortSignal) => {
     const headers = forwardedRequestHeaders(req.headers);
@@ -148,15 +139,7 @@ export function createApiProxy(deps: ApiProxyDeps) {
 
     const sid = deps.readSessionId(req.headers.cookie);
     if (!sid) throw errors.unauthenticated();
-    let tokens = await vault.read(sid);
-    if (!tokens || tokens.absoluteExpiresAt <= clock()) throw errors.unauthenticated();
-    deps.toucher.maybeTouch(sid, tokens.absoluteExpiresAt);
-
-    if (tokens.accessExpiresAt - deps.refreshSkewMs <= clock()) {
-      const fresh = await refresher.refreshTokensOnce(sid, tokens);
-      if (fresh.kind !== 'ok') throw endedOrFailed(fresh);
-      tokens = fresh.tokens;
-    }
+    let tokens = await deps.tokens.currentTokens(sid);
 
     const body = await readBody(req);
     const abort = new AbortController();
@@ -168,9 +151,7 @@ export function createApiProxy(deps: ApiProxyDeps) {
     if (response.statusCode === 401 && body.kind !== 'stream') {
       // The access token may have been revoked early: refresh once, replay once.
       response.body.resume();
-      const fresh = await refresher.refreshTokensOnce(sid, tokens);
-      if (fresh.kind !== 'ok') throw endedOrFailed(fresh);
-      tokens = fresh.tokens;
+      tokens = await deps.tokens.tokensAfterRejection(sid, tokens);
       response = await send(req, body, tokens, abort.signal);
     }
     await writeResponse(req, res, response, tokens, deps.onStreamError);

@@ -1,5 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** A real redis-server on a free loopback port, owned by one test run (never a fixed port). */
 export interface RedisServer {
@@ -37,18 +40,24 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
   });
 }
 
-export async function startRedisServer(opts: { port?: number } = {}): Promise<RedisServer> {
+/**
+ * `persist: true` keeps the data across stop()/start() (an RDB in a temp dir, written on
+ * SIGTERM), like a production Redis that restarts; otherwise stop() is a hard kill.
+ */
+export async function startRedisServer(opts: { port?: number; persist?: boolean } = {}): Promise<RedisServer> {
   const port = opts.port ?? (await freePort());
+  const dir = opts.persist ? mkdtempSync(join(tmpdir(), 'cloakroom-redis-')) : undefined;
+  const persistence = dir ? ['--save', '3600 1', '--dir', dir, '--dbfilename', 'dump.rdb'] : ['--save', ''];
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
     await waitForPort(port, 5000);
   };
   const stop = async (): Promise<void> => {
     const c = child;
     child = undefined;
     if (!c || c.exitCode !== null) return;
-    await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill('SIGKILL'); });
+    await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill(dir ? 'SIGTERM' : 'SIGKILL'); });
   };
   await start();
   return { port, start, stop };

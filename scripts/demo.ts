@@ -1,0 +1,30 @@
+import { startFakeUpstream, DEMO_USERS } from './fake-upstream.js';
+
+/**
+ * `npm run demo`: a local Nexudus-like upstream with demo users, and cloakroom in front of it
+ * on the in-process store (or REDIS_URL when set). Nothing to configure, no credentials.
+ */
+const upstream = await startFakeUpstream({ port: Number(process.env.DEMO_UPSTREAM_PORT ?? 0) });
+process.env.UPSTREAM_URL ??= upstream.url;
+process.env.PORT ??= '3000';
+process.env.HOST ??= '127.0.0.1';
+process.env.PORTAL_URL ??= `${upstream.url}/en`;
+
+const base = `http://127.0.0.1:${process.env.PORT}`;
+const user = DEMO_USERS[0];
+process.stdout.write(`
+cloakroom demo
+  upstream (fake Nexudus): ${upstream.url}
+  cloakroom:               ${base}
+  demo users:              ${DEMO_USERS.map((u) => `${u.email} / ${u.password}${u.totp ? ` (totp ${u.totp})` : ''}`).join(', ')}
+
+Try it (cookies kept in ./demo-cookies.txt):
+  curl -i -c demo-cookies.txt -H 'X-CSRF: 1' -H 'Content-Type: application/json' \\
+       -d '{"email":"${user?.email}","password":"${user?.password}"}' ${base}/auth/login
+  curl -b demo-cookies.txt ${base}/auth/session
+  curl -b demo-cookies.txt -H 'X-CSRF: 1' ${base}/api/auth/me        # no AccessToken in the answer
+  curl -i -b demo-cookies.txt '${base}/links/download?path=/api/public/billing/invoices/42/pdf'
+  curl -i -b demo-cookies.txt -X POST -H 'X-CSRF: 1' ${base}/auth/logout
+
+`);
+await import('../src/main.js');

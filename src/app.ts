@@ -8,14 +8,17 @@ import { createJsonDialect } from './auth/json-api.js';
 import { createNexudusDialect } from './auth/nexudus.js';
 import type { Config } from './config.js';
 import { createIdleToucher } from './core/idle-touch.js';
+import { createLinkSigner } from './core/link-signing.js';
 import { createLoginThrottle } from './core/login-throttle.js';
 import { createRefresher } from './core/refresh.js';
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
+import { compileDownloadPaths } from './core/upstream-paths.js';
 import { errors } from './errors.js';
 import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
+import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
 import { pathOf, sendError } from './http/respond.js';
@@ -75,7 +78,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     : createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
-  const vault = createTokenVault(store, createTokenSealer(config.tokenKeys), clock);
+  const vault = createTokenVault(store, createTokenSealer(config.tokenKeys), clock, config.refreshSkewSeconds * 1000);
   const idleMs = config.idleTimeoutSeconds * 1000;
   const absoluteMs = config.absoluteTimeoutSeconds * 1000;
   const toucher = createIdleToucher({
@@ -106,7 +109,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const ownOrigin = ownOriginResolver((req) => trustFn(req.socket.remoteAddress ?? '', 0), config.cookie.secure);
   const checkAntiForgery = createAntiForgeryCheck({ ownOrigin, ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}) });
 
-  const tokenAccess = createTokenAccess({ vault, refresher, toucher, clock, refreshSkewMs: config.refreshSkewSeconds * 1000 });
+  const tokenAccess = createTokenAccess({ vault, refresher, toucher, clock });
   const proxy = createApiProxy({
     upstream,
     tokens: tokenAccess,
@@ -155,6 +158,23 @@ export function createApp(deps: AppDeps): Cloakroom {
     idleMs,
     absoluteMs,
     cookie: config.cookie,
+  }));
+  app.use('/links', jsonHelmet, createLinkRoutes({
+    signer: createLinkSigner({
+      upstream,
+      tokens: tokenAccess,
+      store,
+      sealer: createTokenSealer(config.tokenKeys),
+      clock,
+      mediaBaseUrl: config.mediaBaseUrl,
+      ...(config.portalUrl ? { portalUrl: config.portalUrl } : {}),
+      portalLoginPath: config.portalLoginPath,
+      observeUpstream: (kind, s) => metrics.upstreamLatency.observe({ kind }, s),
+    }),
+    downloadPaths: compileDownloadPaths(config.downloadPaths),
+    readSessionId,
+    metrics,
+    ...(config.loginPageUrl ? { loginPageUrl: config.loginPageUrl } : {}),
   }));
 
   if (config.staticDir) {

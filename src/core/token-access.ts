@@ -9,7 +9,7 @@ import type { SessionTokens, TokenVault } from './token-vault.js';
  * extend the idle timeout (throttled), refresh ahead of expiry through the single-flight
  * refresher. Used by the proxy and the signed links alike.
  */
-export function createTokenAccess(deps: { vault: TokenVault; refresher: Refresher; toucher: IdleToucher; clock: () => number; refreshSkewMs: number }) {
+export function createTokenAccess(deps: { vault: TokenVault; refresher: Refresher; toucher: IdleToucher; clock: () => number }) {
   const { vault, refresher, toucher, clock } = deps;
 
   const unwrap = (result: FreshTokens): SessionTokens => {
@@ -23,7 +23,7 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
       const tokens = await vault.read(sid);
       if (!tokens || tokens.absoluteExpiresAt <= clock()) throw errors.unauthenticated();
       toucher.maybeTouch(sid, tokens.absoluteExpiresAt);
-      if (tokens.accessExpiresAt - deps.refreshSkewMs > clock()) return tokens;
+      if (tokens.refreshAt > clock()) return tokens;
       return unwrap(await refresher.refreshTokensOnce(sid, tokens));
     },
     /** After upstream answered 401 to `used`: newer tokens (refreshed once, or by someone else). */

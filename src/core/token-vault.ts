@@ -7,6 +7,7 @@ export interface SessionTokens {
   version: number;
   absoluteExpiresAt: number;
   accessExpiresAt: number;
+  refreshAt: number;
   accessToken: string;
   refreshToken: string | null;
   clientId: string;
@@ -22,8 +23,17 @@ export interface TokenVault {
   rotate(sid: string, previous: SessionTokens, tokens: TokenSet): Promise<{ outcome: ReplaceOutcome; tokens: SessionTokens }>;
 }
 
-export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: () => number): TokenVault {
-  const seal = (sid: string, t: Omit<SessionTokens, 'version' | 'absoluteExpiresAt' | 'accessExpiresAt'>): string => {
+/**
+ * When to refresh: REFRESH_SKEW before expiry, but never earlier than half the lifetime, so an
+ * upstream that issues tokens shorter than the skew does not cause a refresh on every request.
+ */
+export function refreshTimeFor(now: number, expiresInSeconds: number, skewMs: number): number {
+  const lifetime = expiresInSeconds * 1000;
+  return now + Math.max(lifetime - skewMs, lifetime / 2);
+}
+
+export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: () => number, refreshSkewMs: number): TokenVault {
+  const seal = (sid: string, t: Pick<SessionTokens, 'accessToken' | 'refreshToken' | 'clientId' | 'idToken'>): string => {
     const part: SealedPart = { a: t.accessToken, r: t.refreshToken, c: t.clientId, ...(t.idToken ? { i: t.idToken } : {}) };
     return sealer.seal(JSON.stringify(part), sid);
   };
@@ -40,6 +50,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         version: record.version,
         absoluteExpiresAt: record.absoluteExpiresAt,
         accessExpiresAt: record.accessExpiresAt,
+        refreshAt: record.refreshAt,
         accessToken: part.a,
         refreshToken: part.r,
         clientId: part.c,
@@ -48,10 +59,12 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     },
 
     async create(sid, init, ttlMs) {
+      const now = clock();
       const tokens: SessionTokens = {
         version: 1,
         absoluteExpiresAt: init.absoluteExpiresAt,
-        accessExpiresAt: clock() + init.tokens.expiresInSeconds * 1000,
+        accessExpiresAt: now + init.tokens.expiresInSeconds * 1000,
+        refreshAt: refreshTimeFor(now, init.tokens.expiresInSeconds, refreshSkewMs),
         accessToken: init.tokens.accessToken,
         refreshToken: init.tokens.refreshToken,
         clientId: init.clientId,
@@ -59,17 +72,19 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
       };
       await store.createTokens(
         sid,
-        { version: 1, absoluteExpiresAt: tokens.absoluteExpiresAt, accessExpiresAt: tokens.accessExpiresAt, sealed: seal(sid, tokens) },
+        { version: 1, absoluteExpiresAt: tokens.absoluteExpiresAt, accessExpiresAt: tokens.accessExpiresAt, refreshAt: tokens.refreshAt, sealed: seal(sid, tokens) },
         ttlMs,
       );
       return tokens;
     },
 
     async rotate(sid, previous, fresh) {
+      const now = clock();
       const next: SessionTokens = {
         ...previous,
         version: previous.version + 1,
-        accessExpiresAt: clock() + fresh.expiresInSeconds * 1000,
+        accessExpiresAt: now + fresh.expiresInSeconds * 1000,
+        refreshAt: refreshTimeFor(now, fresh.expiresInSeconds, refreshSkewMs),
         accessToken: fresh.accessToken,
         // Upstreams that do not rotate the refresh token leave the old one valid.
         refreshToken: fresh.refreshToken ?? previous.refreshToken,
@@ -79,6 +94,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         version: next.version,
         absoluteExpiresAt: next.absoluteExpiresAt,
         accessExpiresAt: next.accessExpiresAt,
+        refreshAt: next.refreshAt,
         sealed: seal(sid, next),
       });
       return { outcome, tokens: next };

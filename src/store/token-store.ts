@@ -9,6 +9,8 @@ export interface TokenRecord {
   absoluteExpiresAt: number;
   /** Epoch ms at which the access token expires. */
   accessExpiresAt: number;
+  /** Epoch ms from which the proxy refreshes first (REFRESH_SKEW ahead, at most half the lifetime). */
+  refreshAt: number;
   sealed: string;
 }
 
@@ -30,16 +32,16 @@ export interface TokenStore {
 }
 
 export function encodeRecord(r: TokenRecord): string {
-  return JSON.stringify({ v: r.version, abs: r.absoluteExpiresAt, exp: r.accessExpiresAt, s: r.sealed });
+  return JSON.stringify({ v: r.version, abs: r.absoluteExpiresAt, exp: r.accessExpiresAt, ra: r.refreshAt, s: r.sealed });
 }
 
 export function decodeRecord(raw: string): TokenRecord | null {
   try {
     const o: unknown = JSON.parse(raw);
     if (typeof o !== 'object' || o === null) return null;
-    const { v, abs, exp, s } = o as Record<string, unknown>;
-    if (typeof v !== 'number' || typeof abs !== 'number' || typeof exp !== 'number' || typeof s !== 'string') return null;
-    return { version: v, absoluteExpiresAt: abs, accessExpiresAt: exp, sealed: s };
+    const { v, abs, exp, ra, s } = o as Record<string, unknown>;
+    if (typeof v !== 'number' || typeof abs !== 'number' || typeof exp !== 'number' || typeof ra !== 'number' || typeof s !== 'string') return null;
+    return { version: v, absoluteExpiresAt: abs, accessExpiresAt: exp, refreshAt: ra, sealed: s };
   } catch {
     return null;
   }

@@ -198,7 +198,15 @@ export function createApp(deps: AppDeps): Cloakroom {
 
   const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
-    res.once('finish', () => metrics.requests.inc({ route: routeOf(url), status: String(res.statusCode) }));
+    const started = performance.now();
+    res.once('finish', () => {
+      const route = routeOf(url);
+      metrics.requests.inc({ route, status: String(res.statusCode) });
+      // Path only: queries can carry exchange tokens. The proxy path logs at debug (volume).
+      const line = { method: req.method, path: pathOf(url), status: res.statusCode, ms: Math.round(performance.now() - started) };
+      if (route === '/api/*') logger.debug(line, 'request');
+      else logger.info(line, 'request');
+    });
     if (url.startsWith('/api/')) {
       const err = checkAntiForgery(req, true);
       if (err) return sendError(req, res, err, logger);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { compileDownloadPaths } from './core/upstream-paths.js';
 
 export type AuthMode = 'nexudus' | 'json' | 'oidc';
 
@@ -160,7 +161,14 @@ const schema = z.object({
   DOWNLOAD_PATHS: z
     .string()
     .transform(list)
-    .refine((ps) => ps.every((p) => p.startsWith('/') && !/\*\*./.test(p)), 'patterns start with / and ** may only end one')
+    // The matcher's own compiler is the judge: a pattern it refuses must stop the start, not the first /links/download.
+    .superRefine((ps, ctx) => {
+      try {
+        compileDownloadPaths(ps);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
+      }
+    })
     .default(['/api/public/billing/invoices/*/pdf', '/api/public/files/**']),
   LOGIN_PAGE_URL: z
     .string()
@@ -205,7 +213,7 @@ export function loadConfig(env: Env): Readonly<Config> {
   const cleaned: Env = {};
   for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
 
-  const parsed = schema.safeParse(cleaned);
+  let parsed = schema.safeParse(cleaned);
   const problems: string[] = [];
   if (!parsed.success) {
     const seen = new Set<string>();
@@ -216,7 +224,12 @@ export function loadConfig(env: Env): Readonly<Config> {
       const message = cleaned[name] === undefined ? 'is required' : issue.message;
       problems.push(`${name}: ${message}`);
     }
-    throw new ConfigError(problems);
+    // Every bad variable in one run: check the rest without the ones already reported
+    // (a placeholder stands in for the one required variable; this run fails anyway).
+    const rest: Env = { UPSTREAM_URL: 'http://reported.invalid' };
+    for (const [k, v] of Object.entries(cleaned)) if (!seen.has(k)) rest[k] = v;
+    parsed = schema.safeParse(rest);
+    if (!parsed.success) throw new ConfigError(problems);
   }
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';
@@ -271,7 +284,16 @@ export function loadConfig(env: Env): Readonly<Config> {
     }
   }
 
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) {
+    // One line per variable: a value already refused is not also reported as missing.
+    const named = new Set<string>();
+    throw new ConfigError(problems.filter((p) => {
+      const name = p.slice(0, p.indexOf(':'));
+      if (named.has(name)) return false;
+      named.add(name);
+      return true;
+    }));
+  }
 
   const redis: RedisTarget = e.REDIS_URL
     ? { kind: 'url', url: e.REDIS_URL }

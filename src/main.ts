@@ -1,6 +1,6 @@
-import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
 import { createApp } from './app.js';
+import { createCloakroomServer } from './http/server.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createRedisClient, waitForReady, type RedisClient } from './store/redis-client.js';
@@ -48,8 +48,7 @@ async function main(): Promise<void> {
   }
 
   const cloakroom = createApp({ config, logger, redis, hasReplicas: () => hasReplicas });
-  const server = createServer({ requestTimeout: 5 * 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, cloakroom.handler);
-  server.keepAliveTimeout = 65_000;
+  const server = createCloakroomServer(cloakroom.handler);
   server.listen(config.port, config.host, () => {
     const addr = server.address();
     logger.info({ port: typeof addr === 'object' && addr ? addr.port : config.port, mode: config.authMode }, 'cloakroom listening');

@@ -115,11 +115,12 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
   });
 
   router.get('/exchange', async (req: Request, res: Response) => {
+    // An upstream without an exchange endpoint (json mode) has no such route at all.
+    if (!deps.dialect.exchange) throw errors.notFound();
     const query = req.query as Record<string, unknown>;
     const target = resolveReturnTo(query.returnTo);
     if (!target.ok) throw new AppError(400, 'invalid_redirect', 'returnTo must be a local path.');
     if (typeof query.t !== 'string' || query.t === '' || query.t.length > 8192) throw errors.invalidRequest('t must be the sign-in token.');
-    if (!deps.dialect.exchange) throw errors.notFound();
     const clientId = randomUUID();
     const outcome = await deps.dialect.exchange(query.t, clientId);
     if (outcome.kind === 'failed') throw failureToError(outcome.failure);

@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { createCloakroomServer } from '../../src/http/server.js';
 import type { AddressInfo, Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import { Redis } from 'ioredis';
@@ -38,8 +39,8 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(opts: { upstream?: FakeUpstreamOptions } = {}): Promise<Harness> {
-  const redis = await startRedisServer();
+export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persistRedis?: boolean } = {}): Promise<Harness> {
+  const redis = await startRedisServer({ persist: opts.persistRedis ?? false });
   const upstream = await startFakeUpstream(opts.upstream ?? {});
   const inspect = new Redis(redis.port, '127.0.0.1', { lazyConnect: false, maxRetriesPerRequest: 1 });
   inspect.on('error', () => undefined);
@@ -73,7 +74,7 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions } = {}
       await waitForReady(redisClient, 5000);
     }
     const cloakroom = createApp({ config, logger, redis: redisClient });
-    const server = createServer((req, res) => {
+    const server = createCloakroomServer((req, res) => {
       if (req.url?.startsWith('/links/')) {
         const writeHead = res.writeHead.bind(res);
         res.writeHead = ((...args: Parameters<typeof res.writeHead>) => {

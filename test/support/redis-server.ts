@@ -10,6 +10,12 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Starts it again on the same port after stop(), for outage tests. */
   start(): Promise<void>;
+  /** The running redis-server's process id (undefined while stopped). */
+  readonly pid: number | undefined;
+  /** SIGSTOP: the process keeps its sockets open but answers nothing, like a hung Redis. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
 }
 
 export async function freePort(): Promise<number> {
@@ -59,6 +65,19 @@ export async function startRedisServer(opts: { port?: number; persist?: boolean 
     if (!c || c.exitCode !== null) return;
     await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill(dir ? 'SIGTERM' : 'SIGKILL'); });
   };
+  const signal = (sig: NodeJS.Signals): void => {
+    if (!child?.pid || child.exitCode !== null) throw new Error('redis-server is not running');
+    process.kill(child.pid, sig);
+  };
   await start();
-  return { port, start, stop };
+  return {
+    port,
+    start,
+    stop,
+    get pid() {
+      return child?.pid;
+    },
+    pause: () => signal('SIGSTOP'),
+    resume: () => signal('SIGCONT'),
+  };
 }

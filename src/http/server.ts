@@ -1,0 +1,33 @@
+import { createServer, type RequestListener, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+
+/** Request line plus headers; larger gets 431 (Node's default is 16 KiB too, stated here on purpose). */
+export const MAX_HEADER_BYTES = 16 * 1024;
+
+function rawJsonResponse(status: number, reason: string, code: string, message: string): string {
+  const body = JSON.stringify({ error: code, message });
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * The HTTP server used by main.ts and the tests alike. Requests Node's parser refuses before
+ * any handler runs (oversized headers or URL, malformed syntax) still get the contract's JSON.
+ */
+export function createCloakroomServer(handler: RequestListener): Server {
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000 }, handler);
+  server.keepAliveTimeout = 65_000;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable || (err.code === 'ECONNRESET')) {
+      socket.destroy();
+      return;
+    }
+    const response =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? rawJsonResponse(431, 'Request Header Fields Too Large', 'headers_too_large', 'The request line or headers are too large.')
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? rawJsonResponse(408, 'Request Timeout', 'request_timeout', 'The request took too long to arrive.')
+          : rawJsonResponse(400, 'Bad Request', 'invalid_request', 'The request is malformed.');
+    socket.end(response);
+  });
+  return server;
+}

@@ -126,7 +126,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     resave: false,
     saveUninitialized: false,
     rolling: false,
-    unset: 'destroy',
+    // Not 'destroy': a failed store read leaves req.session unset, and 'destroy' would then DEL the record.
+    unset: 'keep',
     cookie: { httpOnly: true, path: '/', secure: config.cookie.secure, sameSite: config.cookie.sameSite, maxAge: undefined },
   });
 
@@ -142,12 +143,18 @@ export function createApp(deps: AppDeps): Cloakroom {
     res.set('Cache-Control', 'no-store');
     next();
   };
+  // express-session silently drops a Secure cookie unless it thinks the request came over TLS.
+  // COOKIE_SECURE=true says the browser side is https (TLS ends in front of us), so say so.
+  const declaredSecure = (req: Request, _res: Response, next: NextFunction) => {
+    if (config.cookie.secure) Object.defineProperty(req, 'secure', { value: true, configurable: true });
+    next();
+  };
   const antiForgery = (req: Request, _res: Response, next: NextFunction) => {
     const safe = req.method === 'GET' || req.method === 'HEAD';
     next(checkAntiForgery(req, !safe) ?? undefined);
   };
   const bodies = [express.json({ limit: '16kb', strict: true }), express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 })];
-  app.use('/auth', jsonHelmet, noStore, antiForgery, ...bodies, sessionMiddleware, createAuthRoutes({
+  app.use('/auth', jsonHelmet, noStore, antiForgery, ...bodies, declaredSecure, sessionMiddleware, createAuthRoutes({
     dialect,
     vault,
     store,

@@ -1,3 +1,4 @@
+import { decodingStages } from './upstream-paths.js';
 /**
  * Validation of browser-supplied return targets (`returnTo`, `redirectUrl`).
  *
@@ -19,28 +20,10 @@ const LONE_SURROGATE = /\p{Cs}/u;
 const PROBE_BASE = 'https://probe.invalid';
 const PROBE_ORIGIN = new URL(PROBE_BASE).origin;
 
-/**
- * Percent-decodes until the value stops changing. Returns every stage (raw first),
- * or null when some stage cannot be decoded, because a value we cannot decode is a
- * value we cannot reason about.
- */
-function decodingStages(value: string): string[] | null {
-  const stages = [value];
-  let current = value;
-  // Each effective decode shortens the string, so this terminates; the bound is a
-  // guard against a future change to that invariant.
-  for (let i = 0; i <= value.length; i += 1) {
-    let next: string;
-    try {
-      next = decodeURIComponent(current);
-    } catch {
-      return null;
-    }
-    if (next === current) return stages;
-    stages.push(next);
-    current = next;
-  }
-  return null;
+/** Every percent-decoding stage (raw first), or null when one cannot be decoded: a value we cannot decode is a value we cannot reason about. */
+function decodingStagesOrNull(value: string): string[] | null {
+  const { stages, complete } = decodingStages(value);
+  return complete ? stages : null;
 }
 
 function isLocalForm(value: string): boolean {
@@ -62,7 +45,7 @@ function isLocalForm(value: string): boolean {
 
 export function isLocalRedirectPath(value: string): boolean {
   if (value.length > MAX_REDIRECT_LENGTH) return false;
-  const stages = decodingStages(value);
+  const stages = decodingStagesOrNull(value);
   if (stages === null) return false;
   return stages.every(isLocalForm);
 }

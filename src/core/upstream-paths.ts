@@ -20,7 +20,7 @@ function pathPart(rawPath: string): string {
 }
 
 /** Every percent-decoding stage, raw first; `complete` is false when a stage was undecodable. */
-function decodingStages(value: string): { stages: string[]; complete: boolean } {
+export function decodingStages(value: string): { stages: string[]; complete: boolean } {
   const stages = [value];
   let current = value;
   for (let i = 0; i <= value.length; i += 1) {

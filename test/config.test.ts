@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream.js';
@@ -233,7 +234,7 @@ describe('loadConfig', () => {
 
 // ---- the built server as a process -------------------------------------------------
 
-const ROOT = resolve(import.meta.dirname, '..');
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MAIN = join(ROOT, 'dist', 'src', 'main.js');
 // A folder without a .env file, so only the variables given here count.
 const CWD = mkdtempSync(join(tmpdir(), 'cloakroom-proc-'));

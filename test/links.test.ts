@@ -628,24 +628,24 @@ describe('links when upstream misbehaves', () => {
     await stub.close();
   });
 
-  it.each([
+  it.each<['http500' | 'garbage' | 'no_jwt' | 'hang', number, string]>([
     ['http500', 502, 'upstream_unavailable'],
     ['garbage', 502, 'upstream_unavailable'],
     ['no_jwt', 502, 'upstream_unavailable'],
     ['hang', 504, 'upstream_timeout'],
-  ] as const)('download_link_when_media_endpoint_gives_%s_should_fail_with_%i', async (mode, status, code) => {
+  ])('download_link_when_media_endpoint_gives_%s_should_fail_with_%i', async (mode, status, code) => {
     stub.mode.current = mode;
     const res = await download(broken, INVOICE, cookie);
     expect(res.status).toBe(status);
     expect(res.body).toEqual({ error: code, message: expect.any(String) });
   });
 
-  it.each([
+  it.each<['http500' | 'garbage' | 'null_value' | 'hang']>([
     ['http500'],
     ['garbage'],
     ['null_value'],
     ['hang'],
-  ] as const)('portal_link_when_one_time_endpoint_gives_%s_should_fail_with_token_unavailable', async (mode) => {
+  ])('portal_link_when_one_time_endpoint_gives_%s_should_fail_with_token_unavailable', async (mode) => {
     stub.mode.current = mode;
     const res = await portal(broken, '/en', cookie);
     expect(res.status).toBe(502);

@@ -83,8 +83,8 @@ describe('canonicalApiPath', () => {
 });
 
 describe('isForbiddenApiPath', () => {
-  it.each([
-    ...FORBIDDEN_API_PATHS.map((path) => ['the listed path', path] as const),
+  it.each<[string, string]>([
+    ...FORBIDDEN_API_PATHS.map((path) => ['the listed path', path] as [string, string]),
     ['upper-case', '/API/TOKEN'],
     ['mixed case', '/API/Token'],
     ['repeated slashes', '//api//token'],

@@ -29,22 +29,30 @@ export function createLoginThrottle(client: RedisClient | null, maxFailures: num
       throw new StoreError(err);
     }
   };
-  const blocked = (res: RateLimiterRes | null, points: number) =>
-    res !== null && res.consumedPoints >= points ? Math.max(1, Math.ceil(res.msBeforeNext / 1000)) : 0;
+  // Reserved points include the attempt itself: blocked once earlier failures reach the limit.
+  const blocked = (res: RateLimiterRes, points: number) =>
+    res.consumedPoints > points ? Math.max(1, Math.ceil(res.msBeforeNext / 1000)) : 0;
+  const giveBack = (email: string, address: string) =>
+    guard(() => Promise.all([byEmail.reward(emailKey(email), 1), byAddress.reward(address, 1)]).then(() => undefined));
 
   return {
-    async check(email: string, address: string): Promise<ThrottleVerdict> {
-      const [e, a] = await guard(() => Promise.all([byEmail.get(emailKey(email)), byAddress.get(address)]));
+    /**
+     * Counts the attempt as a failure before upstream is asked (one atomic increment per key):
+     * a check made before counting would let any number of parallel guesses through.
+     */
+    async reserve(email: string, address: string): Promise<ThrottleVerdict> {
+      const [e, a] = await guard(() => Promise.all([byEmail.penalty(emailKey(email), 1), byAddress.penalty(address, 1)]));
       const wait = Math.max(blocked(e, byEmail.points), blocked(a, byAddress.points));
-      return wait > 0 ? { allowed: false, retryAfterSeconds: wait } : { allowed: true };
+      if (wait === 0) return { allowed: true };
+      // Refused here, so not a guess: the counts stay counts of failed sign-ins.
+      await giveBack(email, address);
+      return { allowed: false, retryAfterSeconds: wait };
     },
-    async recordFailure(email: string, address: string): Promise<void> {
-      await guard(() =>
-        Promise.all([byEmail.penalty(emailKey(email), 1), byAddress.penalty(address, 1)]).then(() => undefined),
-      );
-    },
-    async recordSuccess(email: string): Promise<void> {
-      await guard(() => byEmail.delete(emailKey(email)).then(() => undefined));
+    /** The reserved attempt was no wrong guess (upstream down, or right password that must be reset). */
+    release: giveBack,
+    /** Signed in: the email's count starts again and the attempt does not count against the address. */
+    async recordSuccess(email: string, address: string): Promise<void> {
+      await guard(() => Promise.all([byEmail.delete(emailKey(email)), byAddress.reward(address, 1)]).then(() => undefined));
     },
   };
 }

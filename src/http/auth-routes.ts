@@ -70,7 +70,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     const form = req.is('application/x-www-form-urlencoded') === 'application/x-www-form-urlencoded';
     const credentials = parseCredentials(req.body, form);
     const address = req.ip ?? 'unknown';
-    const verdict = await deps.throttle.check(credentials.email, address);
+    const verdict = await deps.throttle.reserve(credentials.email, address);
     if (!verdict.allowed) {
       deps.metrics.logins.inc({ outcome: 'rate_limited' });
       throw new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
@@ -80,22 +80,26 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     // Each session gets its own upstream client_id: one refresh token per client_id upstream.
     const clientId = randomUUID();
     const outcome = await deps.dialect.login(credentials, clientId);
-    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'failed') {
+      await deps.throttle.release(credentials.email, address);
+      throw failureToError(outcome.failure);
+    }
     if (outcome.kind === 'refused') {
-      // A password that was right (must reset) is not a failed guess.
-      if (outcome.error.code !== 'must_reset_password') await deps.throttle.recordFailure(credentials.email, address);
+      // The reserved attempt stays counted, except for a password that was right (must reset).
+      if (outcome.error.code === 'must_reset_password') await deps.throttle.release(credentials.email, address);
       deps.metrics.logins.inc({ outcome: outcome.error.code });
       throw outcome.error;
     }
     await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: credentials.remember });
-    await deps.throttle.recordSuccess(credentials.email);
+    await deps.throttle.recordSuccess(credentials.email, address);
     deps.metrics.logins.inc({ outcome: 'ok' });
     res.status(200).json({ authenticated: true, user: outcome.user });
   });
 
   router.get('/session', async (req: Request, res: Response) => {
     const user = req.session.user;
-    const record = user ? await store.readTokens(req.sessionID) : null;
+    // Opened, not just read: tokens no configured key opens are an ended session, as on /api.
+    const record = user ? await vault.read(req.sessionID) : null;
     if (!user || !record || record.absoluteExpiresAt <= clock()) {
       res.status(200).json({ authenticated: false });
       return;

@@ -1,5 +1,6 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { sendJson } from './respond.js';
 
 /** Request line plus headers; larger gets 431 (Node's default is 16 KiB too, stated here on purpose). */
 export const MAX_HEADER_BYTES = 16 * 1024;
@@ -14,8 +15,24 @@ function rawJsonResponse(status: number, reason: string, code: string, message: 
  * any handler runs (oversized headers or URL, malformed syntax) still get the contract's JSON.
  */
 export function createCloakroomServer(handler: RequestListener): Server {
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000 }, handler);
+  // Node answers a missing Host and an unknown Expect itself, with an empty body: ours are JSON.
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000, requireHostHeader: false }, (req, res) => {
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
+      sendJson(res, 400, { error: 'invalid_request', message: 'The Host header is required.' }, { connection: 'close' });
+      return;
+    }
+    handler(req, res);
+  });
   server.keepAliveTimeout = 65_000;
+  server.on('checkExpectation', (_req, res) => {
+    sendJson(res, 417, { error: 'expectation_failed', message: 'Only Expect: 100-continue is supported.' });
+  });
+  // Without a listener Node drops CONNECT without a word; this is no forward proxy.
+  server.on('connect', (_req, socket: Duplex) => {
+    // Node has taken its own error listener off this socket: a reset must not become an uncaught error.
+    socket.on('error', () => socket.destroy());
+    socket.end(rawJsonResponse(405, 'Method Not Allowed', 'method_not_allowed', 'CONNECT is not supported.'));
+  });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || (err.code === 'ECONNRESET')) {
       socket.destroy();

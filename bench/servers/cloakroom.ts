@@ -1,0 +1,45 @@
+/**
+ * cloakroom as production runs it (src/main.ts without signals and the .env file):
+ * loadConfig, one ioredis client, createApp, a plain node:http server on its handler.
+ * The parent passes the environment as JSON in BENCH_CLOAKROOM_ENV.
+ */
+import { createServer } from 'node:http';
+import { createApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/logger.js';
+import { Redis } from 'ioredis';
+import { createRedisClient, failFastOptions, waitForReady } from '../../src/store/redis-client.js';
+import { runChild } from './child.js';
+
+const env = JSON.parse(process.env['BENCH_CLOAKROOM_ENV'] ?? '{}') as Record<string, string>;
+const config = loadConfig(env);
+const logger = createLogger(config.logLevel);
+// BENCH_AUTOPIPELINE=1 (experiment only): ioredis coalesces the commands of one event-loop
+// tick into one socket write, which src/store/redis-client.ts does not enable.
+const redis =
+  process.env['BENCH_AUTOPIPELINE'] === '1' && config.redis.kind === 'url'
+    ? new Redis(config.redis.url, { ...failFastOptions, enableAutoPipelining: true })
+    : createRedisClient(config);
+// No REDIS_URL (the `cloakroom-memory` experiment only): the in-process store, i.e. cloakroom
+// without its one Redis round trip per request.
+if (redis) {
+  redis.on('error', (err: Error) => logger.warn({ err }, 'redis connection error'));
+  await waitForReady(redis, 10_000);
+}
+
+const cloakroom = createApp({ config, logger, redis, hasReplicas: () => false });
+const server = createServer({ requestTimeout: 5 * 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, cloakroom.handler);
+
+await runChild(server, {
+  control: async (op) => {
+    if (op === 'refreshes') {
+      const metric = await cloakroom.metrics.refreshes.get();
+      return Object.fromEntries(metric.values.map((v) => [String(v.labels['outcome']), v.value]));
+    }
+    throw new Error(`unknown op ${op}`);
+  },
+  onShutdown: async () => {
+    await cloakroom.close();
+    redis?.disconnect();
+  },
+});

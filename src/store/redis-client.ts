@@ -14,6 +14,8 @@ export const failFastOptions: RedisOptions = {
   commandTimeout: 1000,
   connectTimeout: 2000,
   retryStrategy: (times: number) => Math.min(50 * times, 1000),
+  // Commands issued in one tick share one write: measurably cheaper under load (docs/performance.md).
+  enableAutoPipelining: true,
 };
 
 export function createRedisClient(config: Config): RedisClient | null {
@@ -43,6 +45,7 @@ export function createRedisClient(config: Config): RedisClient | null {
     case 'cluster':
       return new Cluster(target.nodes, {
         enableOfflineQueue: false,
+        enableAutoPipelining: true,
         clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000),
         redisOptions: { ...failFastOptions, ...auth },
         ...(config.redisTls ? { dnsLookup: (address, callback) => callback(null, address) } : {}),

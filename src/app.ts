@@ -1,6 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { Redis } from 'ioredis';
 import session from 'express-session';
 import helmet from 'helmet';
 import type { AuthDialect } from './auth/dialect.js';
@@ -29,6 +30,7 @@ import { newSessionId } from './store/keys.js';
 import { createMemoryTokenStore } from './store/memory-token-store.js';
 import type { RedisClient } from './store/redis-client.js';
 import { createRedisTokenStore } from './store/redis-token-store.js';
+import { createTrackedTokenStore } from './store/tracked-token-store.js';
 import { createSessionRecordStore } from './store/session-record-store.js';
 import type { TokenStore } from './store/token-store.js';
 import { createUpstreamClient, type UpstreamClient } from './upstream/client.js';
@@ -73,9 +75,13 @@ export function createApp(deps: AppDeps): Cloakroom {
   const clock = deps.clock ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
   const onStoreError = () => metrics.redisErrors.inc();
-  const store = deps.redis
+  const redisStore = deps.redis
     ? createRedisTokenStore(deps.redis, { onError: onStoreError, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) })
-    : createMemoryTokenStore(clock);
+    : null;
+  // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
+  // Sentinel; a Cluster would need a tracking connection per node, not done yet).
+  const tracked = deps.redis instanceof Redis && redisStore ? createTrackedTokenStore(redisStore, deps.redis) : null;
+  const store: TokenStore = tracked ?? redisStore ?? createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
   const vault = createTokenVault(store, createTokenSealer(config.tokenKeys), clock, config.refreshSkewSeconds * 1000);
@@ -233,6 +239,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     },
     close: async () => {
       shuttingDown = true;
+      tracked?.close();
       await upstream.close().catch(() => undefined);
     },
   };

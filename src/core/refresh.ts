@@ -37,7 +37,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
 
   const refreshHoldingLock = async (sid: string, seen: SessionTokens): Promise<FreshTokens> => {
     // Re-read under the lock: another instance may have refreshed while we queued for it.
-    const current = await vault.read(sid);
+    const current = await vault.read(sid, { fresh: true });
     if (!current) return { kind: 'ended' };
     if (current.version !== seen.version) return { kind: 'ok', tokens: current };
     if (!current.refreshToken) return { kind: 'ended' };
@@ -57,7 +57,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
     if (written === 'ok') return { kind: 'ok', tokens };
     if (written === 'gone') return { kind: 'ended' };
     // Only possible if our lease ran out mid-refresh: the stored tokens are the newest.
-    const newest = await vault.read(sid);
+    const newest = await vault.read(sid, { fresh: true });
     return newest ? { kind: 'ok', tokens: newest } : { kind: 'ended' };
   };
 
@@ -74,7 +74,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
       }
       // Another instance holds the lock: wait for its tokens instead of refreshing again.
       await sleep(pollMs);
-      const current = await vault.read(sid);
+      const current = await vault.read(sid, { fresh: true });
       if (!current) return { kind: 'ended' };
       if (current.version !== seen.version) return { kind: 'ok', tokens: current };
       if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };

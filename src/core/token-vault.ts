@@ -17,7 +17,8 @@ export interface SessionTokens {
 interface SealedPart { a: string; r: string | null; c: string; i?: string }
 
 export interface TokenVault {
-  read(sid: string): Promise<SessionTokens | null>;
+  /** `fresh`: straight from the store, past any local cache (decisions under the refresh lock). */
+  read(sid: string, opts?: { fresh?: boolean }): Promise<SessionTokens | null>;
   create(sid: string, init: { tokens: TokenSet; clientId: string; absoluteExpiresAt: number }, ttlMs: number): Promise<SessionTokens>;
   /** Compare-and-set of freshly rotated tokens over `previous`. */
   rotate(sid: string, previous: SessionTokens, tokens: TokenSet): Promise<{ outcome: ReplaceOutcome; tokens: SessionTokens }>;
@@ -39,8 +40,8 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
   };
 
   return {
-    async read(sid) {
-      const record = await store.readTokens(sid);
+    async read(sid, opts) {
+      const record = opts?.fresh && store.readTokensFresh ? await store.readTokensFresh(sid) : await store.readTokens(sid);
       if (!record) return null;
       const opened = sealer.open(record.sealed, sid);
       // A blob no configured key opens (key rotated out, tampered) is an ended session.

@@ -19,6 +19,8 @@ export type ReplaceOutcome = 'ok' | 'conflict' | 'gone';
 /** The session-scoped storage the core needs; Redis in production, memory in development. */
 export interface TokenStore {
   readTokens(sid: string): Promise<TokenRecord | null>;
+  /** Bypasses any local cache (the refresher's re-read under its lock); defaults to readTokens. */
+  readTokensFresh?(sid: string): Promise<TokenRecord | null>;
   createTokens(sid: string, record: TokenRecord, ttlMs: number): Promise<void>;
   replaceTokens(sid: string, expectedVersion: number, record: TokenRecord): Promise<ReplaceOutcome>;
   /** Extends every key of the session to ttlMs (idle timeout, capped by the absolute end). */

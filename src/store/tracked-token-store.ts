@@ -1,0 +1,156 @@
+import type { Redis } from 'ioredis';
+import type { TokenRecord, TokenStore } from './token-store.js';
+
+const TOKENS_PREFIX = 'cr:tok:';
+
+export interface TrackedStoreOptions {
+  /** Entries older than this are read again even without an invalidation (key expiry lag, missed messages). */
+  maxAgeMs?: number;
+  maxEntries?: number;
+  /** How often the tracking connection must prove it is alive for the cache to stay on. */
+  healthIntervalMs?: number;
+  clock?: () => number;
+  onStateChange?: (enabled: boolean) => void;
+}
+
+export interface TrackedTokenStore extends TokenStore {
+  /** Reads Redis, never the cache: for the refresher's re-read under its lock. */
+  readTokensFresh(sid: string): Promise<TokenRecord | null>;
+  readonly cacheEnabled: boolean;
+  close(): void;
+}
+
+/**
+ * Redis client-side caching (CLIENT TRACKING, broadcast mode) for the one read on the proxy
+ * path. Any write to any `cr:tok:` key, on any instance, and every expiry, invalidates the
+ * entry here within milliseconds, so the steady-state proxy path needs no Redis command.
+ *
+ * The cache is on only while its tracking connection is subscribed and answers a PING
+ * every `healthIntervalMs`; a dead, hung or reconnecting Redis turns it off (and empties
+ * it) within about two intervals, after which every read goes to Redis and fails fast (503).
+ */
+export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: TrackedStoreOptions = {}): TrackedTokenStore {
+  const clock = opts.clock ?? Date.now;
+  const maxAgeMs = opts.maxAgeMs ?? 1000;
+  const maxEntries = opts.maxEntries ?? 50_000;
+  const healthIntervalMs = opts.healthIntervalMs ?? 250;
+  const entries = new Map<string, { record: TokenRecord; at: number }>();
+  // Bumped by every invalidation: a read that was in flight across one is not cached,
+  // because its answer may predate the write the invalidation announced.
+  let generation = 0;
+  let enabled = false;
+  let closed = false;
+
+  const setEnabled = (on: boolean) => {
+    if (!on) {
+      entries.clear();
+      generation += 1;
+    }
+    if (on !== enabled) {
+      enabled = on;
+      opts.onStateChange?.(on);
+    }
+  };
+
+  const tracker = data.duplicate({ enableAutoPipelining: false, lazyConnect: true });
+  tracker.on('error', () => undefined);
+  tracker.on('close', () => setEnabled(false));
+  tracker.on('reconnecting', () => setEnabled(false));
+  tracker.on('messageBuffer', (_channel: Buffer, message: Buffer[] | Buffer | null) => {
+    generation += 1;
+    if (message === null) {
+      entries.clear(); // FLUSHALL / FLUSHDB
+      return;
+    }
+    for (const key of Array.isArray(message) ? message : [message]) {
+      const k = key.toString('utf8');
+      if (k.startsWith(TOKENS_PREFIX)) entries.delete(k.slice(TOKENS_PREFIX.length));
+    }
+  });
+  // Tracking state lives with the connection: set it up again after every (re)connect.
+  tracker.on('ready', () => {
+    void (async () => {
+      try {
+        const id = String(await tracker.client('ID'));
+        await tracker.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id, 'BCAST', 'PREFIX', TOKENS_PREFIX);
+        await tracker.subscribe('__redis__:invalidate');
+        setEnabled(true);
+      } catch {
+        setEnabled(false);
+      }
+    })();
+  });
+  void tracker.connect().catch(() => setEnabled(false));
+
+  let healthInFlight = false;
+  const health = setInterval(() => {
+    if (closed || tracker.status !== 'ready') return setEnabled(false);
+    if (healthInFlight) return setEnabled(false); // the last PING is still unanswered: hung
+    healthInFlight = true;
+    tracker
+      .ping()
+      .then(() => {
+        healthInFlight = false;
+        // A PONG comes after every invalidation sent before it on this connection.
+        if (!enabled && !closed) setEnabled(true);
+      })
+      .catch(() => {
+        healthInFlight = false;
+        setEnabled(false);
+      });
+  }, healthIntervalMs);
+  health.unref();
+
+  const forget = (sid: string) => {
+    entries.delete(sid);
+    generation += 1;
+  };
+
+  return {
+    ...inner,
+    get cacheEnabled() {
+      return enabled;
+    },
+    async readTokens(sid) {
+      if (enabled) {
+        const hit = entries.get(sid);
+        if (hit && clock() - hit.at < maxAgeMs) return hit.record;
+      }
+      const seen = generation;
+      const record = await inner.readTokens(sid);
+      if (record && enabled && seen === generation) {
+        if (entries.size >= maxEntries) entries.delete(entries.keys().next().value as string);
+        entries.set(sid, { record, at: clock() });
+      }
+      return record;
+    },
+    readTokensFresh: (sid) => inner.readTokens(sid),
+    // Our own writes drop the entry at once rather than waiting for the round trip of the invalidation.
+    createTokens: async (sid, record, ttlMs) => {
+      forget(sid);
+      await inner.createTokens(sid, record, ttlMs);
+    },
+    replaceTokens: async (sid, expected, record) => {
+      forget(sid);
+      try {
+        return await inner.replaceTokens(sid, expected, record);
+      } finally {
+        forget(sid);
+      }
+    },
+    destroy: async (sid) => {
+      forget(sid);
+      try {
+        await inner.destroy(sid);
+      } finally {
+        forget(sid);
+      }
+    },
+    close() {
+      closed = true;
+      clearInterval(health);
+      setEnabled(false);
+      tracker.disconnect();
+    },
+  };
+}

@@ -101,3 +101,24 @@ describe('tracked token cache', () => {
     await request(a.url).get('/api/echo/x').set('Cookie', cookie).set('X-CSRF', '1').expect(200);
   });
 });
+
+describe('tracked token cache after Redis restarts', () => {
+  it('after_a_redis_restart_the_cache_comes_back_with_tracking_and_a_logout_still_reaches_every_instance', async () => {
+    await h.redis.stop();
+    await sleep(300);
+    expect((b.cloakroom.store as { cacheEnabled?: boolean }).cacheEnabled).toBe(false);
+    await h.redis.start();
+    await Promise.all([cacheOn(a), cacheOn(b)]);
+    await sleep(600); // several health checks: the cache must stay on only with tracking in place
+
+    const agent = await h.signIn(a);
+    const cookie = cookieOf(agent);
+    await request(b.url).get('/api/echo/1').set('Cookie', cookie).set('X-CSRF', '1').expect(200);
+    await sleep(20);
+    await request(b.url).get('/api/echo/2').set('Cookie', cookie).set('X-CSRF', '1').expect(200);
+    await agent.post('/auth/logout').set('X-CSRF', '1').expect(204);
+    await sleep(20);
+    const res = await request(b.url).get('/api/echo/3').set('Cookie', cookie).set('X-CSRF', '1');
+    expect(res.status).toBe(401);
+  });
+});

@@ -40,6 +40,9 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
   let generation = 0;
   let enabled = false;
   let closed = false;
+  // True only once CLIENT TRACKING and SUBSCRIBE succeeded on the current connection: a
+  // reconnected connection has neither until our 'ready' handler has set them up again.
+  let tracking = false;
 
   const setEnabled = (on: boolean) => {
     if (!on) {
@@ -52,10 +55,16 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     }
   };
 
-  const tracker = data.duplicate({ enableAutoPipelining: false, lazyConnect: true });
+  // No auto-resubscribe: ioredis would SUBSCRIBE before our 'ready' handler, and a subscribed
+  // connection may not run CLIENT ID / CLIENT TRACKING; we redo all three, in order.
+  const tracker = data.duplicate({ enableAutoPipelining: false, lazyConnect: true, autoResubscribe: false });
+  const lost = () => {
+    tracking = false;
+    setEnabled(false);
+  };
   tracker.on('error', () => undefined);
-  tracker.on('close', () => setEnabled(false));
-  tracker.on('reconnecting', () => setEnabled(false));
+  tracker.on('close', lost);
+  tracker.on('reconnecting', lost);
   tracker.on('messageBuffer', (_channel: Buffer, message: Buffer[] | Buffer | null) => {
     generation += 1;
     if (message === null) {
@@ -74,9 +83,10 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
         const id = String(await tracker.client('ID'));
         await tracker.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id, 'BCAST', 'PREFIX', TOKENS_PREFIX);
         await tracker.subscribe('__redis__:invalidate');
+        tracking = true;
         setEnabled(true);
       } catch {
-        setEnabled(false);
+        lost();
       }
     })();
   });
@@ -92,7 +102,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
       .then(() => {
         healthInFlight = false;
         // A PONG comes after every invalidation sent before it on this connection.
-        if (!enabled && !closed) setEnabled(true);
+        if (!enabled && !closed && tracking) setEnabled(true);
       })
       .catch(() => {
         healthInFlight = false;

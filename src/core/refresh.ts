@@ -72,8 +72,9 @@ export function createRefresher(deps: RefreshDeps): Refresher {
           await store.releaseLock(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
         }
       }
-      // Another instance holds the lock: wait for its tokens instead of refreshing again.
-      await sleep(pollMs);
+      // Another instance holds the lock: wait for its tokens instead of refreshing again,
+      // woken by the store's change notification where it has one, else by the poll interval.
+      await (store.changed ? store.changed(sid, pollMs) : sleep(pollMs));
       const current = await vault.read(sid, { fresh: true });
       if (!current) return { kind: 'ended' };
       if (current.version !== seen.version) return { kind: 'ok', tokens: current };

@@ -21,6 +21,8 @@ export interface TokenStore {
   readTokens(sid: string): Promise<TokenRecord | null>;
   /** Bypasses any local cache (the refresher's re-read under its lock); defaults to readTokens. */
   readTokensFresh?(sid: string): Promise<TokenRecord | null>;
+  /** Resolves when the session's token record may have changed, or after maxMs: wakes refresh waiters early. */
+  changed?(sid: string, maxMs: number): Promise<void>;
   createTokens(sid: string, record: TokenRecord, ttlMs: number): Promise<void>;
   replaceTokens(sid: string, expectedVersion: number, record: TokenRecord): Promise<ReplaceOutcome>;
   /** Extends every key of the session to ttlMs (idle timeout, capped by the absolute end). */

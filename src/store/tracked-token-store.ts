@@ -35,6 +35,13 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
   const maxEntries = opts.maxEntries ?? 50_000;
   const healthIntervalMs = opts.healthIntervalMs ?? 250;
   const entries = new Map<string, { record: TokenRecord; at: number }>();
+  const watchers = new Map<string, Set<() => void>>();
+  const wake = (sid: string) => {
+    const set = watchers.get(sid);
+    if (!set) return;
+    watchers.delete(sid);
+    for (const fn of set) fn();
+  };
   // Bumped by every invalidation: a read that was in flight across one is not cached,
   // because its answer may predate the write the invalidation announced.
   let generation = 0;
@@ -69,11 +76,15 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     generation += 1;
     if (message === null) {
       entries.clear(); // FLUSHALL / FLUSHDB
+      for (const sid of [...watchers.keys()]) wake(sid);
       return;
     }
     for (const key of Array.isArray(message) ? message : [message]) {
       const k = key.toString('utf8');
-      if (k.startsWith(TOKENS_PREFIX)) entries.delete(k.slice(TOKENS_PREFIX.length));
+      if (!k.startsWith(TOKENS_PREFIX)) continue;
+      const sid = k.slice(TOKENS_PREFIX.length);
+      entries.delete(sid);
+      wake(sid);
     }
   });
   // Tracking state lives with the connection: set it up again after every (re)connect.
@@ -135,6 +146,18 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
       return record;
     },
     readTokensFresh: (sid) => inner.readTokens(sid),
+    changed: (sid, maxMs) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(done, maxMs);
+        function done() {
+          clearTimeout(timer);
+          watchers.get(sid)?.delete(done);
+          resolve();
+        }
+        const set = watchers.get(sid) ?? new Set<() => void>();
+        set.add(done);
+        watchers.set(sid, set);
+      }),
     // Our own writes drop the entry at once rather than waiting for the round trip of the invalidation.
     createTokens: async (sid, record, ttlMs) => {
       forget(sid);

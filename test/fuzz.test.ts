@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import { Pool, errors as undiciErrors } from 'undici';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 /**
  * Hostile input at one instance with real Redis and the fake upstream: a seeded generator
@@ -32,11 +32,7 @@ beforeAll(async () => {
     validCookies.push(pair);
   }
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 interface FuzzRequest {
   method: string;

@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 /**
  * Size limits and requests Node's HTTP parser refuses before any handler runs. Sent over raw
@@ -15,11 +15,7 @@ beforeAll(async () => {
   h = await startHarness();
   app = await h.start();
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 interface RawAnswer {
   status: number;

@@ -4,7 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import { jwtExpiryMs } from '../src/core/link-signing.js';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 import { freePort } from './support/redis-server.js';
 
 const PORTAL = 'https://portal.example.com/en';
@@ -27,11 +27,7 @@ beforeAll(async () => {
   bare = await h.start();
   plainLogin = await h.start({ PORTAL_URL: PORTAL, PORTAL_LOGIN_PATH: '/user/login' });
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 /** A fresh session's cookie header; sessions live in the shared Redis, so it works on every instance. */
 async function signIn(who: { email: string; password: string } = DEMO): Promise<string> {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 let h: Harness;
 let app: Instance;
@@ -9,11 +9,7 @@ beforeAll(async () => {
   h = await startHarness({ persistRedis: true });
   app = await h.start();
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -3,7 +3,7 @@ import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHead
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import type { RecordedRequest } from '../scripts/fake-upstream.js';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 import { freePort } from './support/redis-server.js';
 
 let h: Harness;
@@ -13,11 +13,7 @@ beforeAll(async () => {
   h = await startHarness();
   app = await h.start();
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 interface RawResponse {
   status: number;

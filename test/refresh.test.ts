@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createTokenSealer } from '../src/core/token-crypto.js';
-import { DEMO, TEST_TOKEN_KEY, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, TEST_TOKEN_KEY, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 let h: Harness;
 let a: Instance;
@@ -11,11 +11,7 @@ beforeAll(async () => {
   a = await h.start();
   b = await h.start();
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 const sealer = createTokenSealer([Buffer.from(TEST_TOKEN_KEY, 'base64')]);
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { DEMO_USERS } from '../scripts/fake-upstream.js';
 import { createTokenSealer } from '../src/core/token-crypto.js';
 import { decodeRecord } from '../src/store/token-store.js';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 import { freePort } from './support/redis-server.js';
 
 /**
@@ -38,11 +38,7 @@ beforeAll(async () => {
   c = await h.start({ SESSION_SECRET: NEW_SECRET, TOKEN_ENCRYPTION_KEY: b64(NEW_KEY), LOG_LEVEL: 'debug' });
   d = await h.start({ SESSION_SECRET: `${NEW_SECRET},${OLD_SECRET}`, TOKEN_ENCRYPTION_KEY: b64(NEW_KEY), LOG_LEVEL: 'debug' });
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 interface Answer {
   status: number;

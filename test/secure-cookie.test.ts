@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 let h: Harness;
 let app: Instance;
@@ -10,11 +10,7 @@ beforeAll(async () => {
   // Production defaults: secure cookies; TLS ends at a load balancer that is not trusted.
   app = await h.start({ COOKIE_SECURE: 'true' });
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 describe('secure cookies', () => {
   it('login_with_secure_cookies_sets_a_host_prefixed_secure_cookie_that_works', async () => {

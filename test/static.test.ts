@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
-import { startHarness, type Harness, type Instance } from './support/harness.js';
+import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 let h: Harness;
 let app: Instance;
@@ -15,11 +15,7 @@ beforeAll(async () => {
   h = await startHarness();
   app = await h.start({ STATIC_DIR: dir });
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 describe('STATIC_DIR', () => {
   it('serves_the_spa_files_from_the_same_origin', async () => {

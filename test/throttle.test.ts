@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
-import { DEMO, startHarness, type Harness, type Instance } from './support/harness.js';
+import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 /**
  * Failed sign-ins are counted in Redis per email (LOGIN_MAX_FAILURES) and per client address
@@ -18,11 +18,7 @@ beforeAll(async () => {
   a = await h.start({ LOGIN_MAX_FAILURES: String(MAX) });
   b = await h.start({ LOGIN_MAX_FAILURES: String(MAX) });
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 // Every test starts from clean counters; they all come from 127.0.0.1.
 beforeEach(async () => {
   const keys = await h.inspect.keys('cr:rl:*');

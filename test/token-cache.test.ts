@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
-import { startHarness, type Harness, type Instance } from './support/harness.js';
+import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
 let h: Harness;
 let a: Instance;
@@ -33,11 +33,7 @@ beforeAll(async () => {
   b = await h.start();
   await Promise.all([cacheOn(a), cacheOn(b)]);
 });
-afterAll(async () => {
-  const leaks = await h.findLeaks();
-  await h.close();
-  expect(leaks).toEqual([]);
-});
+afterAll(() => closeExpectingNoLeaks(h));
 
 describe('tracked token cache', () => {
   it('repeated_api_calls_of_one_session_read_redis_once', async () => {

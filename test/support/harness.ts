@@ -1,3 +1,4 @@
+import { expect } from '@jest/globals';
 import type { Server } from 'node:http';
 import { createCloakroomServer } from '../../src/http/server.js';
 import type { AddressInfo, Socket } from 'node:net';
@@ -166,7 +167,12 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
   };
 }
 
-/** Whether `captured` has been non-trivially exercised, so a leak scan cannot pass vacuously. */
-export function issuedCount(h: Harness): number {
-  return h.upstream.issuedTokens().length;
+/**
+ * The end of every suite that starts the app: stop everything, then fail the suite if any
+ * token reached a browser, a log line or Redis in clear text during it.
+ */
+export async function closeExpectingNoLeaks(h: Harness): Promise<void> {
+  const leaks = await h.findLeaks();
+  await h.close();
+  expect(leaks).toEqual([]);
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream.js';
 import { DEMO, TEST_SESSION_SECRET, TEST_TOKEN_KEY } from './support/harness.js';
-import { freePort, startRedisServer, type RedisServer } from './support/redis-server.js';
+import { freePort, startRedisServer, type RedisServer } from '../scripts/redis-server.js';
 
 const BASE = { UPSTREAM_URL: 'https://spaces.example.com' } as const;
 const KEY_A = Buffer.alloc(32, 1).toString('base64');

@@ -7,7 +7,7 @@ import { newSessionId } from '../src/store/keys.js';
 import { createRedisTokenStore } from '../src/store/redis-token-store.js';
 import { decodeRecord, type TokenRecord } from '../src/store/token-store.js';
 import { DEMO, TEST_TOKEN_KEY, startHarness, type Harness, type Instance } from './support/harness.js';
-import { freePort } from './support/redis-server.js';
+import { freePort } from '../scripts/redis-server.js';
 
 /**
  * Faults the other suites do not reach: a hung (SIGSTOPped) Redis, a token endpoint that

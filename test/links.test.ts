@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import { jwtExpiryMs } from '../src/core/link-signing.js';
 import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
-import { freePort } from './support/redis-server.js';
+import { freePort } from '../scripts/redis-server.js';
 
 const PORTAL = 'https://portal.example.com/en';
 const PORTAL_ORIGIN = 'https://portal.example.com';

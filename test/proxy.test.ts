@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import type { RecordedRequest } from '../scripts/fake-upstream.js';
 import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
-import { freePort } from './support/redis-server.js';
+import { freePort } from '../scripts/redis-server.js';
 
 let h: Harness;
 let app: Instance;

@@ -3,7 +3,7 @@ import { DEMO_USERS } from '../scripts/fake-upstream.js';
 import { createTokenSealer } from '../src/core/token-crypto.js';
 import { decodeRecord } from '../src/store/token-store.js';
 import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
-import { freePort } from './support/redis-server.js';
+import { freePort } from '../scripts/redis-server.js';
 
 /**
  * SESSION_SECRET and TOKEN_ENCRYPTION_KEY rotation across instances that share one Redis:

@@ -2,9 +2,8 @@
  * Parent side of the bench: redis-server and the server children (one process each, so
  * CPU and memory are charged to exactly one server), plus /proc readings.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { ChildMessage, ChildStats, ParentMessage } from './protocol.js';
 
@@ -110,51 +109,4 @@ export function procMemory(pid: number): { rss: number; hwm: number } | null {
   }
 }
 
-export interface RedisServer {
-  readonly port: number;
-  readonly url: string;
-  stop(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** A private redis-server (no persistence) on a free loopback port. */
-export async function startRedis(): Promise<RedisServer> {
-  const port = await freePort();
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
-  const failed = new Promise<never>((_, reject) => {
-    child.once('error', (err) => reject(new Error(`cannot start redis-server (is it installed?): ${err.message}`)));
-  });
-  const deadline = Date.now() + 5000;
-  const listening = new Promise<void>((resolve, reject) => {
-    const attempt = (): void => {
-      const sock = connect(port, '127.0.0.1');
-      sock.once('connect', () => {
-        sock.destroy();
-        resolve();
-      });
-      sock.once('error', () => {
-        sock.destroy();
-        if (Date.now() > deadline) reject(new Error(`redis-server did not listen on ${port}`));
-        else setTimeout(attempt, 25);
-      });
-    };
-    attempt();
-  });
-  await Promise.race([listening, failed]);
-  return {
-    port,
-    url: `redis://127.0.0.1:${port}`,
-    stop: () => stopChild(child),
-  };
-}
+export { startRedisServer as startRedis, type RedisServer } from '../../scripts/redis-server.js';

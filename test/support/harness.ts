@@ -10,7 +10,7 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createRedisClient, waitForReady, type RedisClient } from '../../src/store/redis-client.js';
 import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from '../../scripts/fake-upstream.js';
-import { startRedisServer, type RedisServer } from './redis-server.js';
+import { startRedisServer, type RedisServer } from '../../scripts/redis-server.js';
 
 export const TEST_SESSION_SECRET = 'test-session-secret-0123456789-abcdefghij';
 export const TEST_TOKEN_KEY = Buffer.alloc(32, 7).toString('base64');

@@ -4,9 +4,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** A real redis-server on a free loopback port, owned by one test run (never a fixed port). */
+/** A real redis-server on a free loopback port, owned by one test run or bench run (never a fixed port). */
 export interface RedisServer {
   readonly port: number;
+  readonly url: string;
   stop(): Promise<void>;
   /** Starts it again on the same port after stop(), for outage tests. */
   start(): Promise<void>;
@@ -56,8 +57,12 @@ export async function startRedisServer(opts: { port?: number; persist?: boolean 
   const persistence = dir ? ['--save', '3600 1', '--dir', dir, '--dbfilename', 'dump.rdb'] : ['--save', ''];
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
-    await waitForPort(port, 5000);
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+    child = c;
+    const failed = new Promise<never>((_, reject) => {
+      c.once('error', (err) => reject(new Error(`cannot start redis-server (is it installed?): ${err.message}`)));
+    });
+    await Promise.race([waitForPort(port, 5000), failed]);
   };
   const stop = async (): Promise<void> => {
     const c = child;
@@ -72,6 +77,7 @@ export async function startRedisServer(opts: { port?: number; persist?: boolean 
   await start();
   return {
     port,
+    url: `redis://127.0.0.1:${port}`,
     start,
     stop,
     get pid() {

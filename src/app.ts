@@ -84,7 +84,8 @@ export function createApp(deps: AppDeps): Cloakroom {
   const store: TokenStore = tracked ?? redisStore ?? createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
-  const vault = createTokenVault(store, createTokenSealer(config.tokenKeys), clock, config.refreshSkewSeconds * 1000);
+  const sealer = createTokenSealer(config.tokenKeys);
+  const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
   const idleMs = config.idleTimeoutSeconds * 1000;
   const absoluteMs = config.absoluteTimeoutSeconds * 1000;
   const toucher = createIdleToucher({
@@ -177,7 +178,7 @@ export function createApp(deps: AppDeps): Cloakroom {
       upstream,
       tokens: tokenAccess,
       store,
-      sealer: createTokenSealer(config.tokenKeys),
+      sealer,
       clock,
       mediaBaseUrl: config.mediaBaseUrl,
       ...(config.portalUrl ? { portalUrl: config.portalUrl } : {}),

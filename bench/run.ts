@@ -8,6 +8,7 @@
  *                          [--storm 500] [--storm-trials 5] [--refresh-delay 50]
  *                          [--tool autocannon|wrk] [--quick] [--experiments]
  *                          [--targets a,b,...]   (throughput phase only, for A/B runs)
+ *                          [--storm-only]        (the refresh storm alone)
  *                          [--profile [cloakroom|bare-proxy|reference-bff|cloakroom-memory]]
  *
  * See docs/performance.md for the method and the results.
@@ -63,6 +64,7 @@ function parseArgs(argv: string[]) {
     /** Adds cloakroom variants that src does not ship (e.g. ioredis auto-pipelining) to the throughput table. */
     experiments: argv.includes('--experiments'),
     targets: get('targets')?.split(',').filter(Boolean) ?? null,
+    stormOnly: argv.includes('--storm-only'),
   };
 }
 
@@ -598,6 +600,12 @@ async function main(): Promise<void> {
   log(`cloakroom bench: node ${process.version}, ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), ${fmt(totalmem() / 2 ** 30, 0)} GB, load generator ${opts.tool}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
   const bed = await startBed();
   try {
+    if (opts.stormOnly) {
+      // The storm alone, for A/B runs of the refresh path: `--storm-only`.
+      const [bare] = await startTargets(bed, ['bare-proxy']);
+      log(JSON.stringify(await stormPhase(bed, opts, bare as BenchTarget)));
+      return;
+    }
     if (opts.targets) {
       // Throughput only, for A/B runs: `--targets cloakroom,cloakroom-memory` (bare-proxy is always added).
       const names = ['bare-proxy', ...opts.targets.filter((n) => n !== 'bare-proxy')];

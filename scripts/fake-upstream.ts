@@ -542,7 +542,12 @@ class FakeUpstreamServer implements FakeUpstream {
     }
     if (path === '/api/chunked') {
       res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' });
-      const pieces = ['{"chunks":[', '1,', '2,', '3', '],"done":true}'];
+      // `?items=N` makes a long answer of unknown length (N pieces of 1 KiB), to test size limits.
+      const items = Math.min(Number(query.get('items') ?? 0) || 0, 100_000);
+      const filler = `"${'x'.repeat(1022)}",`;
+      const pieces = items > 0
+        ? ['{"chunks":[', ...Array.from({ length: items }, () => filler), '1],"AccessToken":"not-a-real-token","done":true}']
+        : ['{"chunks":[', '1,', '2,', '3', '],"done":true}'];
       for (const piece of pieces) {
         if (res.destroyed) return;
         res.write(piece);

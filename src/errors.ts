@@ -43,6 +43,7 @@ export const errors = {
     new AppError(504, 'upstream_timeout', 'The upstream API did not answer in time.', { cause }),
   forbiddenPath: () => new AppError(403, 'forbidden_path', 'This upstream path is not available through cloakroom.'),
   invalidPath: () => new AppError(400, 'invalid_path', 'The path is not allowed.'),
+  invalidRedirect: (param: 'returnTo' | 'redirectUrl') => new AppError(400, 'invalid_redirect', `${param} must be a local path such as /en/invoices.`),
   notFound: () => new AppError(404, 'not_found', 'No such route.'),
 } as const;
 

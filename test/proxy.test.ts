@@ -254,6 +254,26 @@ describe('forwarding', () => {
     expect(json(res)).toEqual({ chunks: [1, 2, 3], done: true });
   });
 
+  it('chunked_json_of_unknown_length_is_still_cleaned_of_token_fields', async () => {
+    const res = await raw(app.url, '/api/chunked?items=100', { headers: api(cookie) });
+    expect(res.status).toBe(200);
+    const body = json(res) as { chunks: unknown[]; done: boolean; AccessToken?: unknown };
+    expect(body.chunks).toHaveLength(101);
+    expect(body.done).toBe(true);
+    expect(body).not.toHaveProperty('AccessToken');
+  });
+
+  it('chunked_json_longer_than_the_scan_limit_streams_through_whole', async () => {
+    // 9 MiB of unknown length: past the 8 MiB the proxy will hold in memory, so it is
+    // streamed on, with the part already read first and nothing lost.
+    const res = await raw(app.url, '/api/chunked?items=9216', { headers: api(cookie) });
+    expect(res.status).toBe(200);
+    expect(res.body.length).toBeGreaterThan(9 * 1024 * 1024);
+    const body = json(res) as { chunks: unknown[]; done: boolean };
+    expect(body.chunks).toHaveLength(9217);
+    expect(body.done).toBe(true);
+  });
+
   it('unknown_upstream_route_404_passes_through', async () => {
     const res = await raw(app.url, '/api/nothing-here', { headers: api(cookie) });
     expect(res.status).toBe(404);

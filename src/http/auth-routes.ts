@@ -123,7 +123,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     if (!deps.dialect.exchange) throw errors.notFound();
     const query = req.query as Record<string, unknown>;
     const target = resolveReturnTo(query.returnTo);
-    if (!target.ok) throw new AppError(400, 'invalid_redirect', 'returnTo must be a local path.');
+    if (!target.ok) throw errors.invalidRedirect('returnTo');
     if (typeof query.t !== 'string' || query.t === '' || query.t.length > 8192) throw errors.invalidRequest('t must be the sign-in token.');
     const clientId = randomUUID();
     const outcome = await deps.dialect.exchange(query.t, clientId);

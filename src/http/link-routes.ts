@@ -20,7 +20,6 @@ type LinkKind = 'download' | 'portal';
 /** What the browser is answered with; errors are thrown instead. */
 type LinkAnswer = { kind: 'signed'; location: string } | { kind: 'sign_in'; location: string };
 
-const invalidRedirect = () => new AppError(400, 'invalid_redirect', 'redirectUrl must be a local path such as /en/invoices.');
 
 /** The media token goes in as `t`; a `t` already in the path would be the one upstream reads first. */
 function queryCarriesToken(path: string): boolean {
@@ -93,7 +92,7 @@ export function createLinkRoutes(deps: LinkRouteDeps): Router {
       const query = req.query as Record<string, unknown>;
       // '' stands for "not given": the portal then lands on its own home page.
       const redirect = resolveReturnTo(query['redirectUrl'], '');
-      if (!redirect.ok) throw invalidRedirect();
+      if (!redirect.ok) throw errors.invalidRedirect('redirectUrl');
       return signOrSignIn(req, (sid) => signer.signPortalLink(sid, redirect.path));
     }),
   );

@@ -28,28 +28,39 @@ function connectionListed(value: string | string[] | undefined): string[] {
     .filter(Boolean);
 }
 
-function forwardedRequestHeaders(h: IncomingHttpHeaders): Record<string, string | string[]> {
+/** Copies headers minus `never` and minus whatever the message's own Connection header names. */
+function filterHeaders(h: IncomingHttpHeaders | Dispatcher.ResponseData['headers'], never: ReadonlySet<string>): Record<string, string | string[]> {
   const extra = connectionListed(h.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in h) {
     const value = h[name];
-    if (value === undefined || NEVER_FORWARDED.has(name) || (extra.length > 0 && extra.includes(name))) continue;
+    if (value === undefined || never.has(name) || (extra.length > 0 && extra.includes(name))) continue;
     out[name] = value;
   }
   return out;
 }
 
 function returnedResponseHeaders(h: Dispatcher.ResponseData['headers']): Record<string, string | string[]> {
-  const extra = connectionListed(h.connection);
-  const out: Record<string, string | string[]> = {};
-  for (const name in h) {
-    const value = h[name];
-    if (value === undefined || NEVER_RETURNED.has(name) || (extra.length > 0 && extra.includes(name))) continue;
-    out[name] = value;
-  }
+  const out = filterHeaders(h, NEVER_RETURNED);
   // Answers share the SPA's origin: never let a browser sniff an API answer into HTML.
   if (out['x-content-type-options'] === undefined) out['x-content-type-options'] = 'nosniff';
   return out;
+}
+
+/**
+ * Reads at most `limit` bytes. `rest` is set when the body is longer: what was read is kept
+ * in `head`, and `rest` goes on reading the same body, so nothing is lost or read twice.
+ */
+async function readUpTo(body: Dispatcher.ResponseData['body'], limit: number): Promise<{ head: Buffer[]; size: number; rest?: AsyncIterator<Buffer> }> {
+  const it = body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  const head: Buffer[] = [];
+  let size = 0;
+  for (let next = await it.next(); !next.done; next = await it.next()) {
+    head.push(next.value);
+    size += next.value.length;
+    if (size > limit) return { head, size, rest: it };
+  }
+  return { head, size };
 }
 
 type Body = { kind: 'none' } | { kind: 'buffer'; data: Buffer } | { kind: 'stream'; data: Readable };
@@ -105,13 +116,14 @@ export interface ApiProxyDeps {
 
 /**
  * `ANY /api/*`: a raw Node handler, no framework on the hot path (see docs/performance.md).
- * Steady state costs one Redis command: GET of the session's token record.
+ * Steady state sends no Redis command: the token record comes from the tracked cache
+ * (store/tracked-token-store.ts), else from one GET.
  */
 export function createApiProxy(deps: ApiProxyDeps) {
   const { upstream } = deps;
 
   const send = async (req: IncomingMessage, body: Body, tokens: SessionTokens) => {
-    const headers = forwardedRequestHeaders(req.headers);
+    const headers = filterHeaders(req.headers, NEVER_FORWARDED);
     headers.authorization = `Bearer ${tokens.accessToken}`;
     if (body.kind === 'stream' && req.headers['content-length'] !== undefined) headers['content-length'] = req.headers['content-length'];
     const started = performance.now();
@@ -174,25 +186,38 @@ async function writeResponse(
   }
   const declared = Number(response.headers['content-length'] ?? NaN);
   const encoded = response.headers['content-encoding'] !== undefined && response.headers['content-encoding'] !== 'identity';
+  let source: Readable = response.body;
   if (isJson(response.headers['content-type']) && !encoded && !(declared > JSON_SCAN_LIMIT)) {
-    let buffered: Buffer;
+    let read: Awaited<ReturnType<typeof readUpTo>>;
     try {
-      buffered = Buffer.from(await response.body.arrayBuffer());
+      read = await readUpTo(response.body, JSON_SCAN_LIMIT);
     } catch (err) {
       throw failureToError(classifyUpstreamError(err), err);
     }
-    const cleaned = stripTokenFields(buffered, [tokens.accessToken, tokens.refreshToken ?? '']);
-    if (cleaned !== buffered) {
-      headers['content-length'] = String(cleaned.length);
-      delete headers.etag;
+    if (!read.rest) {
+      const buffered = Buffer.concat(read.head, read.size);
+      const cleaned = stripTokenFields(buffered, [tokens.accessToken, tokens.refreshToken ?? '']);
+      if (cleaned !== buffered) {
+        headers['content-length'] = String(cleaned.length);
+        delete headers.etag;
+      }
+      res.writeHead(status, headers);
+      res.end(cleaned);
+      return;
     }
-    res.writeHead(status, headers);
-    res.end(cleaned);
-    return;
+    // Longer than the limit without saying so up front: streamed unchanged, like a declared one.
+    const { head, rest } = read;
+    source = Readable.from(
+      (async function* () {
+        yield* head;
+        for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+      })(),
+      { objectMode: false },
+    );
   }
   res.writeHead(status, headers);
   try {
-    await pipeline(response.body, res);
+    await pipeline(source, res);
   } catch (err) {
     // Headers are out: all we can do is cut the connection so the browser sees a broken body.
     onStreamError?.(err);

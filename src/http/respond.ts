@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../logger.js';
-import { AppError, StoreError } from '../errors.js';
+import { AppError, StoreError, errors } from '../errors.js';
 
 /** Maps anything thrown to the contract's error; unknown errors become a bare server_error. */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
-  if (err instanceof StoreError) return new AppError(503, 'session_store_unavailable', 'The session store is unavailable; try again shortly.', { headers: { 'Retry-After': '1' }, cause: err });
+  if (err instanceof StoreError) return errors.storeUnavailable(err);
   // body-parser and http-errors carry `type`/`status`; their messages are safe, ours are clearer.
   if (typeof err === 'object' && err !== null) {
     const { type, status } = err as { type?: unknown; status?: unknown };

@@ -49,6 +49,22 @@ describe('tracked token cache', () => {
     expect((await getCalls()) - before).toBe(0);
   });
 
+  it('a_burst_on_a_session_the_instance_has_not_cached_sends_one_get_not_one_per_request', async () => {
+    const agent = await h.signIn(a);
+    const cookie = cookieOf(agent);
+    const before = await getCalls();
+    // Redis holds its answers for a moment (shorter than the cache's 250 ms health check),
+    // so all 40 requests are waiting for the session's token record at once.
+    h.redis.pause();
+    const burst = Promise.all(
+      Array.from({ length: 40 }, (_, i) => fetch(`${b.url}/api/echo/burst-${i}`, { headers: { cookie, 'x-csrf': '1' } }).then((r) => r.status)),
+    );
+    await sleep(120);
+    h.redis.resume();
+    expect(await burst).toEqual(Array.from({ length: 40 }, () => 200));
+    expect((await getCalls()) - before).toBeLessThanOrEqual(2);
+  });
+
   it('logout_on_one_instance_ends_the_session_on_another_that_had_it_cached', async () => {
     const agent = await h.signIn(a);
     const cookie = cookieOf(agent);

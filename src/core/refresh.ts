@@ -35,13 +35,9 @@ export function createRefresher(deps: RefreshDeps): Refresher {
   // First de-duplication: concurrent requests of one session in this process share one attempt.
   const inflight = new Map<string, Promise<FreshTokens>>();
 
-  const refreshHoldingLock = async (sid: string, seen: SessionTokens): Promise<FreshTokens> => {
-    // Re-read under the lock: another instance may have refreshed while we queued for it.
-    const current = await vault.read(sid, { fresh: true });
-    if (!current) return { kind: 'ended' };
-    if (current.version !== seen.version) return { kind: 'ok', tokens: current };
+  // `current` was read in the same round trip that took the lock, so it is the stored state.
+  const refreshHoldingLock = async (sid: string, current: SessionTokens): Promise<FreshTokens> => {
     if (!current.refreshToken) return { kind: 'ended' };
-
     const outcome = await dialect.refresh(current.refreshToken, current.clientId);
     if (outcome.kind === 'refused') {
       deps.onRefresh?.('refused');
@@ -61,24 +57,32 @@ export function createRefresher(deps: RefreshDeps): Refresher {
     return newest ? { kind: 'ok', tokens: newest } : { kind: 'ended' };
   };
 
+  /*
+   * Every Redis round trip here waits for its turn in an event loop that is also taking in the
+   * burst of requests that found the token due, so the path to the upstream call and back has
+   * as few as the rules allow: one claim (lock attempt + fresh read, store.claimRefresh) before
+   * it, one compare-and-set after it. The lock is released after the waiters have their tokens.
+   */
   const attempt = async (sid: string, seen: SessionTokens): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;
     for (;;) {
       const owner = randomUUID();
-      if (await store.acquireLock(sid, owner, leaseMs)) {
+      const claim = await store.claimRefresh(sid, owner, leaseMs, seen.version);
+      const current = claim.record ? vault.open(sid, claim.record) : null;
+      if (claim.locked) {
         try {
-          return await refreshHoldingLock(sid, seen);
+          return current ? await refreshHoldingLock(sid, current) : { kind: 'ended' };
         } finally {
-          await store.releaseLock(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
+          store.releaseLock(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
         }
       }
+      if (!current) return { kind: 'ended' };
+      // Refreshed already, here or on another instance: use those tokens.
+      if (current.version !== seen.version) return { kind: 'ok', tokens: current };
+      if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };
       // Another instance holds the lock: wait for its tokens instead of refreshing again,
       // woken by the store's change notification where it has one, else by the poll interval.
       await (store.changed ? store.changed(sid, pollMs) : sleep(pollMs));
-      const current = await vault.read(sid, { fresh: true });
-      if (!current) return { kind: 'ended' };
-      if (current.version !== seen.version) return { kind: 'ok', tokens: current };
-      if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };
     }
   };
 

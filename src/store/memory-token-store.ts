@@ -52,10 +52,11 @@ export function createMemoryTokenStore(clock: () => number = Date.now): TokenSto
       locks.delete(sid);
       media.delete(sid);
     },
-    acquireLock: async (sid, owner, leaseMs) => {
-      if (live(locks, sid) !== null) return false;
+    claimRefresh: async (sid, owner, leaseMs, seenVersion) => {
+      const record = live(tokens, sid);
+      if (!record || record.version !== seenVersion || live(locks, sid) !== null) return { locked: false, record };
       locks.set(sid, { value: owner, expiresAt: clock() + leaseMs });
-      return true;
+      return { locked: true, record };
     },
     releaseLock: async (sid, owner) => {
       if (live(locks, sid) === owner) locks.delete(sid);

@@ -12,6 +12,16 @@ if not ok or tostring(rec['v']) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1`;
 
+// The refresh lock is taken only while the record is still the version the caller saw, and
+// the record comes back either way: lock attempt and fresh read in one round trip. KEYS share
+// the session's hash tag (store/keys.ts), so this runs on a Cluster too.
+const CLAIM_LUA = `
+local cur = redis.call('GET', KEYS[2])
+if not cur then return {0, false} end
+local ok, rec = pcall(cjson.decode, cur)
+if ok and tostring(rec['v']) == ARGV[3] and redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return {1, cur} end
+return {0, cur}`;
+
 // Release only a lock we still own (its lease may have passed to another instance).
 const RELEASE_LUA = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -71,8 +81,12 @@ export function createRedisTokenStore(client: RedisClient, opts: RedisTokenStore
         await client.del(...allSessionKeys(sid));
       }),
 
-    acquireLock: (sid, owner, leaseMs) =>
-      guard(async () => (await client.set(sessionKeys(sid).lock, owner, 'PX', leaseMs, 'NX')) === 'OK'),
+    claimRefresh: (sid, owner, leaseMs, seenVersion) =>
+      guard(async () => {
+        const k = sessionKeys(sid);
+        const [locked, raw] = (await client.eval(CLAIM_LUA, 2, k.lock, k.tokens, owner, String(Math.max(1, Math.ceil(leaseMs))), String(seenVersion))) as [number, string | null];
+        return { locked: locked === 1, record: raw === null || raw === undefined ? null : decodeRecord(raw) };
+      }),
 
     releaseLock: (sid, owner) =>
       guard(async () => {

@@ -28,7 +28,12 @@ export interface TokenStore {
   /** Extends every key of the session to ttlMs (idle timeout, capped by the absolute end). */
   touch(sid: string, ttlMs: number): Promise<void>;
   destroy(sid: string): Promise<void>;
-  acquireLock(sid: string, owner: string, leaseMs: number): Promise<boolean>;
+  /**
+   * One round trip for the refresher: takes the session's refresh lock for `owner` only if the
+   * stored record is still at `seenVersion`, and returns the stored record either way (null:
+   * the session is gone). Not locked + a newer record means someone else already refreshed.
+   */
+  claimRefresh(sid: string, owner: string, leaseMs: number, seenVersion: number): Promise<{ locked: boolean; record: TokenRecord | null }>;
   releaseLock(sid: string, owner: string): Promise<void>;
   readMedia(sid: string): Promise<string | null>;
   writeMedia(sid: string, sealed: string, ttlMs: number): Promise<void>;

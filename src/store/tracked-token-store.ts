@@ -36,6 +36,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
   const healthIntervalMs = opts.healthIntervalMs ?? 250;
   const entries = new Map<string, { record: TokenRecord; at: number }>();
   const watchers = new Map<string, Set<() => void>>();
+  const reading = new Map<string, { generation: number; read: Promise<TokenRecord | null> }>();
   const wake = (sid: string) => {
     const set = watchers.get(sid);
     if (!set) return;
@@ -132,18 +133,31 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     get cacheEnabled() {
       return enabled;
     },
-    async readTokens(sid) {
-      if (enabled) {
-        const hit = entries.get(sid);
-        if (hit && clock() - hit.at < maxAgeMs) return hit.record;
-      }
+    readTokens(sid) {
+      if (!enabled) return inner.readTokens(sid);
+      const hit = entries.get(sid);
+      if (hit && clock() - hit.at < maxAgeMs) return Promise.resolve(hit.record);
+      // A burst on an uncached session sends one GET, not one per request: later callers join
+      // a read already in flight, unless an invalidation came since it was sent (generation).
       const seen = generation;
-      const record = await inner.readTokens(sid);
-      if (record && enabled && seen === generation) {
-        if (entries.size >= maxEntries) entries.delete(entries.keys().next().value as string);
-        entries.set(sid, { record, at: clock() });
-      }
-      return record;
+      const shared = reading.get(sid);
+      if (shared && shared.generation === seen) return shared.read;
+      const read = inner.readTokens(sid).then(
+        (record) => {
+          if (reading.get(sid)?.read === read) reading.delete(sid);
+          if (record && enabled && seen === generation) {
+            if (entries.size >= maxEntries) entries.delete(entries.keys().next().value as string);
+            entries.set(sid, { record, at: clock() });
+          }
+          return record;
+        },
+        (err: unknown) => {
+          if (reading.get(sid)?.read === read) reading.delete(sid);
+          throw err;
+        },
+      );
+      reading.set(sid, { generation: seen, read });
+      return read;
     },
     readTokensFresh: (sid) => inner.readTokens(sid),
     changed: (sid, maxMs) =>

@@ -56,6 +56,8 @@ export interface FakeUpstream {
   issuedTokens(): string[];
   readonly stats: FakeUpstreamStats;
   readonly requests: RecordedRequest[];
+  /** `/api/download?size=N` answers, newest last: how far each got (it honours backpressure). */
+  readonly downloads: DownloadProgress[];
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
   mediaTokenTtlSeconds: number;
@@ -66,6 +68,15 @@ export interface FakeUpstream {
   liveRefreshToken(clientId: string): string | undefined;
   issueExchangeJwt(email: string): string;
   reset(): void;
+}
+
+export interface DownloadProgress {
+  size: number;
+  sent: number;
+  /** The whole body was handed to the socket. */
+  finished: boolean;
+  /** The connection closed before that: the client (cloakroom) stopped reading. */
+  aborted: boolean;
 }
 
 export const DEMO_USERS: FakeUser[] = [
@@ -183,6 +194,7 @@ class FakeUpstreamServer implements FakeUpstream {
     mediaTokens: 0, oneTimeTokens: 0, exchanges: 0, apiCalls: 0,
   };
   readonly requests: RecordedRequest[] = [];
+  readonly downloads: DownloadProgress[] = [];
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
   mediaTokenTtlSeconds = DEFAULT_MEDIA_TTL_S;
@@ -291,6 +303,7 @@ class FakeUpstreamServer implements FakeUpstream {
   reset(): void {
     for (const k of Object.keys(this.stats) as (keyof FakeUpstreamStats)[]) this.stats[k] = 0;
     this.requests.length = 0;
+    this.downloads.length = 0;
     // In place, so a test holding the array sees it emptied too.
     this.faults.refresh.splice(0);
     this.oneTimeTokenFails = false;
@@ -539,6 +552,31 @@ class FakeUpstreamServer implements FakeUpstream {
         return;
       }
       return sendJson(res, code, { status: code });
+    }
+    if (path === '/api/download') {
+      // A binary file of `?size=` bytes in 64 KiB pieces, written only as fast as the reader takes them.
+      const size = Math.min(Math.max(Number.parseInt(query.get('size') ?? '0', 10) || 0, 0), 256 * 1024 * 1024);
+      const progress: DownloadProgress = { size, sent: 0, finished: false, aborted: false };
+      this.downloads.push(progress);
+      res.on('close', () => {
+        if (!progress.finished) progress.aborted = true;
+      });
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) });
+      const piece = Buffer.alloc(64 * 1024, 0x61);
+      while (progress.sent < size && !res.destroyed) {
+        const n = Math.min(piece.length, size - progress.sent);
+        progress.sent += n;
+        if (!res.write(n === piece.length ? piece : piece.subarray(0, n))) {
+          await new Promise<void>((resolve) => {
+            res.once('drain', resolve);
+            res.once('close', resolve);
+          });
+        }
+      }
+      if (res.destroyed) return;
+      progress.finished = true;
+      res.end();
+      return;
     }
     if (path === '/api/chunked') {
       res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8' });

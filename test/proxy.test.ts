@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { request as httpRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import type { RecordedRequest } from '../scripts/fake-upstream.js';
@@ -544,6 +544,59 @@ describe('large bodies', () => {
     const sent = Buffer.concat(chunks);
     expect(seen?.body.length).toBe(sent.length);
     expect(sha256(seen?.body ?? Buffer.alloc(0))).toBe(sha256(sent));
+  });
+
+  /** Opens `/api/download?size=` and hands back the response paused, before any byte is read. */
+  function openDownload(size: number): Promise<IncomingMessage> {
+    const { hostname, port } = new URL(app.url);
+    return new Promise((resolve, reject) => {
+      const req = httpRequest({ host: hostname, port, path: `/api/download?size=${size}`, headers: api(cookie), agent: false }, (res) => {
+        res.pause();
+        resolve(res);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  const downloadOf = (size: number) => h.upstream.downloads.find((d) => d.size === size);
+
+  it('a_download_the_browser_does_not_read_is_not_pulled_from_upstream_any_faster', async () => {
+    const size = 128 * 1024 * 1024;
+    const res = await openDownload(size);
+    expect(res.statusCode).toBe(200);
+    await sleep(400);
+    // Socket buffers on the two hops hold a few MiB; without backpressure cloakroom would
+    // have read all 128 MiB into memory by now.
+    const held = downloadOf(size);
+    expect(held?.finished).toBe(false);
+    expect(held?.sent).toBeLessThan(48 * 1024 * 1024);
+    let bytes = 0;
+    await new Promise<void>((resolve, reject) => {
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
+      res.on('end', resolve);
+      res.on('error', reject);
+      res.resume();
+    });
+    expect(bytes).toBe(size);
+    expect(downloadOf(size)?.finished).toBe(true);
+  });
+
+  it('a_browser_leaving_mid_download_stops_the_upstream_transfer', async () => {
+    const size = 200 * 1024 * 1024;
+    const res = await openDownload(size);
+    await new Promise<void>((resolve) => {
+      res.once('data', () => resolve());
+      res.resume();
+    });
+    res.destroy();
+    const deadline = Date.now() + 3000;
+    while (!downloadOf(size)?.aborted && !downloadOf(size)?.finished && Date.now() < deadline) await sleep(20);
+    expect(downloadOf(size)?.aborted).toBe(true);
+    expect(downloadOf(size)?.sent).toBeLessThan(size);
+    expect((await raw(app.url, '/api/echo/still-alive', { headers: api(cookie) })).status).toBe(200);
   });
 
   it('large_json_answer_streams_back_intact', async () => {

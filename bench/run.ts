@@ -5,7 +5,7 @@
  *
  *   node dist/bench/run.js [--rounds 3] [--seconds 10] [--connections 50] [--rate 1000]
  *                          [--paced-rounds 4] [--paced-seconds 3] [--rss-requests 200000]
- *                          [--storm 500] [--storm-trials 5] [--refresh-delay 50]
+ *                          [--storm 500] [--storm-trials 7] [--storm-warmup 20] [--refresh-delay 50]
  *                          [--tool autocannon|wrk] [--quick] [--experiments]
  *                          [--targets a,b,...]   (throughput phase only, for A/B runs)
  *                          [--storm-only]        (the refresh storm alone)
@@ -58,7 +58,8 @@ function parseArgs(argv: string[]) {
     pacedRounds: num('paced-rounds', quick ? 1 : 4),
     rssRequests: num('rss-requests', quick ? 40_000 : 200_000),
     stormSize: num('storm', 500),
-    stormTrials: num('storm-trials', quick ? 2 : 5),
+    stormTrials: num('storm-trials', quick ? 3 : 7),
+    stormWarmup: num('storm-warmup', quick ? 10 : 20),
     refreshDelayMs: num('refresh-delay', 50),
     profile: profile === undefined ? null : profile === '' ? 'cloakroom' : profile,
     /** Adds cloakroom variants that src does not ship (e.g. ioredis auto-pipelining) to the throughput table. */
@@ -385,6 +386,8 @@ async function rssPhase(bed: Bed, opts: Options): Promise<RssSummary> {
 }
 
 interface BurstStats {
+  /** CPU of every process in the burst (servers, upstream, load generator), median ms per burst. */
+  cpuMs: number;
   /** Per trial. */
   p99Ms: number[];
   /** Median over trials. */
@@ -400,11 +403,17 @@ interface BurstStats {
 interface StormSummary {
   size: number;
   trials: number;
+  warmupBursts: number;
   refreshDelayMs: number;
   /** Upstream refresh grants per trial (each must be 1) and refresh tokens presented twice. */
   expiredRefreshes: number[];
   expiredReuse: number;
+  /** When the one refresh grant reached upstream, and when upstream answered it, from the burst's start (median ms). */
+  refreshSentMs: number;
+  refreshAnsweredMs: number;
   expired: BurstStats;
+  /** The unmeasured first storm trial, right after start-up: what a cold process does. */
+  coldTrialP99Ms: number;
   baseline: BurstStats;
   /** The same burst through the bare proxy (one process): the floor for any Node hop on this machine. */
   bare: BurstStats;
@@ -422,6 +431,7 @@ function burstStats(results: BurstResult[]): BurstStats {
     medianP99Ms: median(p99),
     worstP99Ms: Math.max(...p99),
     maxMs: Math.max(...results.map((r) => ms(r.samples.max()))),
+    cpuMs: median(results.map((r) => r.cpuMs ?? NaN)),
     ok: results.reduce((a, r) => a + r.ok, 0),
     total: results.reduce((a, r) => a + r.samples.count + Object.entries(r.statuses).filter(([k]) => k.startsWith('error')).reduce((x, [, v]) => x + v, 0), 0),
     statuses,
@@ -432,10 +442,15 @@ function burstStats(results: BurstResult[]): BurstStats {
  * Two cloakroom processes share Redis and secrets. Each trial signs in a new session whose
  * access token lives one second (REFRESH_SKEW=0), lets it expire, then sends `stormSize`
  * requests at once, half to each instance, over connections opened beforehand. The upstream
- * counts refresh grants (must be 1 per trial) and answers each after `refreshDelayMs`.
+ * counts refresh grants (must be 1 per trial), answers each after `refreshDelayMs`, and notes
+ * when the grant arrived. Each trial then sends the same burst on the now fresh token, and the
+ * same burst through the bare proxy, so a machine that speeds up or slows down during the run
+ * moves all three alike. Every path is warmed up first (`--storm-warmup` bursts and one
+ * unmeasured storm trial, reported as the cold trial): the figures are those of a process
+ * that has been serving for a while, as one in production has.
  */
-async function stormPhase(bed: Bed, opts: Options, bare: Target): Promise<StormSummary> {
-  log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms)`);
+async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Promise<StormSummary> {
+  log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms), after ${opts.stormWarmup} warm-up bursts and one warm-up trial`);
   const env = cloakroomEnv(bed, { REFRESH_SKEW: '0' });
   const [a, b] = await Promise.all([startServer('storm-a', 'cloakroom', env), startServer('storm-b', 'cloakroom', env)]);
   bed.children.push(a, b);
@@ -445,32 +460,53 @@ async function stormPhase(bed: Bed, opts: Options, bare: Target): Promise<StormS
   const warmCookie = await signIn(a);
   for (const t of targets(warmCookie)) await checkTarget(t);
   const client = new BurstClient(targets(warmCookie), half);
+  const bareClient = new BurstClient([bareTarget, bareTarget], half);
   // Opens every connection first, so the storms measure requests, not TCP handshakes.
-  await client.fire(opts.stormSize);
+  for (let i = 0; i < opts.stormWarmup; i++) {
+    await client.fire(opts.stormSize);
+    await bareClient.fire(opts.stormSize);
+  }
+  // CPU of every process taking part, so a burst's cost is known, not only its latency.
+  const withCpu = async (children: ServerChild[], fire: () => Promise<BurstResult>): Promise<BurstResult> => {
+    const before = await Promise.all(children.map((c) => c.stats()));
+    const own = process.cpuUsage();
+    const result = await fire();
+    const mine = process.cpuUsage(own);
+    const after = await Promise.all(children.map((c) => c.stats()));
+    const servers = after.reduce((sum, x, i) => sum + x.cpuUserUs + x.cpuSystemUs - (before[i]?.cpuUserUs ?? 0) - (before[i]?.cpuSystemUs ?? 0), 0);
+    return { ...result, cpuMs: (servers + mine.user + mine.system) / 1000 };
+  };
 
   const storms: BurstResult[] = [];
   const baselines: BurstResult[] = [];
+  const bares: BurstResult[] = [];
   const refreshes: number[] = [];
+  const sent: number[] = [];
+  const answered: number[] = [];
+  let coldTrialP99Ms = NaN;
   let reuse = 0;
-  for (let i = 0; i < opts.stormTrials; i++) {
+  for (let i = 0; i <= opts.stormTrials; i++) {
     await bed.upstream.control('configure', { accessTtlSeconds: 1 });
     const cookie = await signIn(a);
     const signedInAt = Date.now();
     await bed.upstream.control('configure', { accessTtlSeconds: 3600 });
     await sleep(Math.max(0, signedInAt + 1300 - Date.now()));
     await bed.upstream.control('resetCounters');
-    storms.push(await client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
+    const storm = await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
     const counters = await bed.upstream.control<UpstreamCounters>('counters');
+    if (i === 0) {
+      coldTrialP99Ms = ms(storm.samples.percentile(99));
+      continue;
+    }
+    storms.push(storm);
     refreshes.push(counters.refreshGrants);
     reuse += counters.refreshReuse;
+    sent.push(counters.lastRefreshStartMs - storm.startedAtMs);
+    answered.push(counters.lastRefreshEndMs - storm.startedAtMs);
     // The same burst again, the token now fresh: what the burst costs without a refresh.
-    baselines.push(await client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
+    baselines.push(await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' })));
+    bares.push(await withCpu([bareTarget.child, bed.upstream], () => bareClient.fire(opts.stormSize)));
   }
-
-  const bareClient = new BurstClient([bare, bare], half);
-  await bareClient.fire(opts.stormSize);
-  const bares: BurstResult[] = [];
-  for (let i = 0; i < opts.stormTrials; i++) bares.push(await bareClient.fire(opts.stormSize));
   await bareClient.close();
 
   // The upstream revokes every access token: each request meets a 401, one refresh, a replay.
@@ -479,7 +515,7 @@ async function stormPhase(bed: Bed, opts: Options, bare: Target): Promise<StormS
   for (let i = 0; i < opts.stormTrials; i++) {
     await bed.upstream.control('resetCounters');
     await bed.upstream.control('revokeAll');
-    revoked.push(await client.fire(opts.stormSize));
+    revoked.push(await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize)));
     revokedRefreshes.push((await bed.upstream.control<UpstreamCounters>('counters')).refreshGrants);
   }
   await client.close();
@@ -487,10 +523,14 @@ async function stormPhase(bed: Bed, opts: Options, bare: Target): Promise<StormS
   return {
     size: opts.stormSize,
     trials: opts.stormTrials,
+    warmupBursts: opts.stormWarmup,
     refreshDelayMs: opts.refreshDelayMs,
     expiredRefreshes: refreshes,
     expiredReuse: reuse,
+    refreshSentMs: median(sent),
+    refreshAnsweredMs: median(answered),
     expired: burstStats(storms),
+    coldTrialP99Ms,
     baseline: burstStats(baselines),
     bare: burstStats(bares),
     revokedRefreshes,
@@ -570,6 +610,25 @@ async function profileRun(opts: Options): Promise<void> {
   }
 }
 
+function printStorm(storm: StormSummary): void {
+  log(`\n-- refresh storm (${storm.trials} trial(s) x ${storm.size} concurrent requests, one session, two instances, refresh takes ${storm.refreshDelayMs} ms; after ${storm.warmupBursts} warm-up bursts and one warm-up trial)`);
+  const row = (name: string, refreshes: string, st: BurstStats) => [name, refreshes, `${st.ok}/${st.total}`, fmt(st.p50Ms), fmt(st.medianP99Ms), fmt(st.worstP99Ms), fmt(st.maxMs), fmt(st.cpuMs, 0)];
+  log(
+    table(
+      ['case', 'upstream refreshes per trial', '2xx', 'p50 ms', 'p99 ms (median)', 'p99 ms (worst)', 'max ms', 'CPU ms/burst'],
+      [
+        row('expired token', storm.expiredRefreshes.join(' '), storm.expired),
+        row('same burst, fresh token', '-', storm.baseline),
+        row('same burst, bare proxy', '-', storm.bare),
+        row('revoked upstream (401, replay)', storm.revokedRefreshes.join(' '), storm.revoked),
+      ],
+    ),
+  );
+  log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the cold warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
+  log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
+  if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
+}
+
 function printThroughput(through: Summary[], opts: Options): void {
   const up = through.find((s) => s.name === 'upstream');
   log(`\n== results (median of ${opts.rounds} round(s); ratio = same-round req/s / bare-proxy req/s)\n`);
@@ -603,7 +662,9 @@ async function main(): Promise<void> {
     if (opts.stormOnly) {
       // The storm alone, for A/B runs of the refresh path: `--storm-only`.
       const [bare] = await startTargets(bed, ['bare-proxy']);
-      log(JSON.stringify(await stormPhase(bed, opts, bare as BenchTarget)));
+      const storm = await stormPhase(bed, opts, bare as BenchTarget);
+      printStorm(storm);
+      log(`STORM ${JSON.stringify(storm)}`);
       return;
     }
     if (opts.targets) {
@@ -654,20 +715,7 @@ async function main(): Promise<void> {
     log(`\n-- memory over ${rss.requests} requests (fresh cloakroom process, ${fmt(rss.rps, 0)} req/s)`);
     log(`after a full GC: RSS ${fmt(rss.gcCheckpointMb)} MB at request ${rss.checkpoint}, ${fmt(rss.gcEndMb)} MB at ${rss.requests} (growth ${fmt(rss.growthPct)}%); live heap ${fmt(rss.heapCheckpointMb)} -> ${fmt(rss.heapEndMb)} MB`);
     log(`under load (mean of the 5% before each point): ${fmt(rss.loadCheckpointMb)} -> ${fmt(rss.loadEndMb)} MB (${fmt(rss.loadGrowthPct)}%); max sampled ${fmt(rss.maxMb)} MB; VmHWM ${fmt(rss.hwmMb)} MB`);
-    log(`\n-- refresh storm (${storm.trials} trial(s) x ${storm.size} concurrent requests, one session, two instances, refresh takes ${storm.refreshDelayMs} ms)`);
-    const row = (name: string, refreshes: string, st: BurstStats) => [name, refreshes, `${st.ok}/${st.total}`, fmt(st.p50Ms), fmt(st.medianP99Ms), fmt(st.worstP99Ms), fmt(st.maxMs)];
-    log(
-      table(
-        ['case', 'upstream refreshes per trial', '2xx', 'p50 ms', 'p99 ms (median)', 'p99 ms (worst)', 'max ms'],
-        [
-          row('expired token', storm.expiredRefreshes.join(' '), storm.expired),
-          row('same burst, fresh token', '-', storm.baseline),
-          row('same burst, bare proxy', '-', storm.bare),
-          row('revoked upstream (401, replay)', storm.revokedRefreshes.join(' '), storm.revoked),
-        ],
-      ),
-    );
-    if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
+    printStorm(storm);
 
     const targetsMet = [
       ['throughput >= 0.60x bare', cr.ratio >= 0.6, `${fmt(cr.ratio, 2)}x`],

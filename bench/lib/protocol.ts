@@ -32,4 +32,7 @@ export interface UpstreamCounters {
   /** Refresh grants that presented a refresh token already used (rotation was raced). */
   refreshReuse: number;
   me: number;
+  /** Epoch ms (performance.timeOrigin + now) when the last refresh grant arrived, and when it was answered. */
+  lastRefreshStartMs: number;
+  lastRefreshEndMs: number;
 }

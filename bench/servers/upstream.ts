@@ -24,7 +24,8 @@ let generation = 0;
 let bearerPrefix = `Bearer at_${generation}.`;
 let accessTtlSeconds = 3600;
 let refreshDelayMs = 50;
-const counters: UpstreamCounters = { apiCalls: 0, rejected: 0, passwordGrants: 0, refreshGrants: 0, refreshReuse: 0, me: 0 };
+const counters: UpstreamCounters = { apiCalls: 0, rejected: 0, passwordGrants: 0, refreshGrants: 0, refreshReuse: 0, me: 0, lastRefreshStartMs: 0, lastRefreshEndMs: 0 };
+const epochMs = () => performance.timeOrigin + performance.now();
 /** Live refresh tokens: token -> client id and user. */
 const refreshTokens = new Map<string, { clientId: string; userId: number }>();
 
@@ -63,6 +64,7 @@ async function tokenEndpoint(req: IncomingMessage, res: ServerResponse): Promise
   }
   if (form.get('grant_type') === 'refresh_token') {
     counters.refreshGrants++;
+    counters.lastRefreshStartMs = epochMs();
     if (refreshDelayMs > 0) await new Promise((resolve) => setTimeout(resolve, refreshDelayMs));
     const token = form.get('refresh_token') ?? '';
     const rec = refreshTokens.get(token);
@@ -71,6 +73,7 @@ async function tokenEndpoint(req: IncomingMessage, res: ServerResponse): Promise
       return json(res, 400, { error: 'invalid_grant' });
     }
     refreshTokens.delete(token);
+    counters.lastRefreshEndMs = epochMs();
     return json(res, 200, tokenPair(rec.clientId, rec.userId));
   }
   return json(res, 400, { error: 'unsupported_grant_type' });

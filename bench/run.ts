@@ -9,6 +9,7 @@
  *                          [--tool autocannon|wrk] [--quick] [--experiments]
  *                          [--targets a,b,...]   (throughput phase only, for A/B runs)
  *                          [--storm-only]        (the refresh storm alone)
+ *                          [--storm-profile]     (CPU profile of one storm instance)
  *                          [--profile [cloakroom|bare-proxy|reference-bff|cloakroom-memory]]
  *
  * See docs/performance.md for the method and the results.
@@ -66,6 +67,8 @@ function parseArgs(argv: string[]) {
     experiments: argv.includes('--experiments'),
     targets: get('targets')?.split(',').filter(Boolean) ?? null,
     stormOnly: argv.includes('--storm-only'),
+    /** CPU profile of the first storm instance (`--storm-only --storm-profile`), for work on the refresh path. */
+    stormProfile: argv.includes('--storm-profile'),
   };
 }
 
@@ -411,6 +414,9 @@ interface StormSummary {
   /** When the one refresh grant reached upstream, and when upstream answered it, from the burst's start (median ms). */
   refreshSentMs: number;
   refreshAnsweredMs: number;
+  /** When the first request of a burst reached upstream, through cloakroom (fresh token) and through the bare proxy. */
+  firstCallMs: number;
+  bareFirstCallMs: number;
   expired: BurstStats;
   /** The unmeasured first storm trial, right after start-up: what a cold process does. */
   coldTrialP99Ms: number;
@@ -452,7 +458,11 @@ function burstStats(results: BurstResult[]): BurstStats {
 async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Promise<StormSummary> {
   log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms), after ${opts.stormWarmup} warm-up bursts and one warm-up trial`);
   const env = cloakroomEnv(bed, { REFRESH_SKEW: '0' });
-  const [a, b] = await Promise.all([startServer('storm-a', 'cloakroom', env), startServer('storm-b', 'cloakroom', env)]);
+  const profileDir = opts.stormProfile ? mkdtempSync(join(tmpdir(), 'cloakroom-storm-prof-')) : null;
+  const [a, b] = await Promise.all([
+    startServer('storm-a', 'cloakroom', env, profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+    startServer('storm-b', 'cloakroom', env),
+  ]);
   bed.children.push(a, b);
   await bed.upstream.control('configure', { accessTtlSeconds: 3600, refreshDelayMs: opts.refreshDelayMs });
   const targets = (cookie: string): Target[] => [a, b].map((c) => ({ name: c.name, url: `${c.url}/api/data`, headers: { cookie, 'x-csrf': '1' } }));
@@ -483,6 +493,8 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   const refreshes: number[] = [];
   const sent: number[] = [];
   const answered: number[] = [];
+  const firstCalls: number[] = [];
+  const bareFirstCalls: number[] = [];
   let coldTrialP99Ms = NaN;
   let reuse = 0;
   for (let i = 0; i <= opts.stormTrials; i++) {
@@ -504,8 +516,14 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     sent.push(counters.lastRefreshStartMs - storm.startedAtMs);
     answered.push(counters.lastRefreshEndMs - storm.startedAtMs);
     // The same burst again, the token now fresh: what the burst costs without a refresh.
-    baselines.push(await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' })));
-    bares.push(await withCpu([bareTarget.child, bed.upstream], () => bareClient.fire(opts.stormSize)));
+    await bed.upstream.control('resetCounters');
+    const baseline = await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
+    baselines.push(baseline);
+    firstCalls.push((await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - baseline.startedAtMs);
+    await bed.upstream.control('resetCounters');
+    const bareBurst = await withCpu([bareTarget.child, bed.upstream], () => bareClient.fire(opts.stormSize));
+    bares.push(bareBurst);
+    bareFirstCalls.push((await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - bareBurst.startedAtMs);
   }
   await bareClient.close();
 
@@ -520,6 +538,10 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   }
   await client.close();
   await Promise.all([a.stop(), b.stop()]);
+  if (profileDir) {
+    const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
+    if (file) log(`\nstorm-a profile (whole life, warm-up included): ${join(profileDir, file)}\n${formatProfile(summariseProfile(join(profileDir, file)))}`);
+  }
   return {
     size: opts.stormSize,
     trials: opts.stormTrials,
@@ -529,6 +551,8 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     expiredReuse: reuse,
     refreshSentMs: median(sent),
     refreshAnsweredMs: median(answered),
+    firstCallMs: median(firstCalls),
+    bareFirstCallMs: median(bareFirstCalls),
     expired: burstStats(storms),
     coldTrialP99Ms,
     baseline: burstStats(baselines),
@@ -625,6 +649,7 @@ function printStorm(storm: StormSummary): void {
     ),
   );
   log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the cold warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
+  log(`first request of a burst at upstream: ${fmt(storm.firstCallMs)} ms through cloakroom (fresh token), ${fmt(storm.bareFirstCallMs)} ms through the bare proxy (medians)`);
   log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
   if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
 }

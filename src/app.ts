@@ -217,9 +217,9 @@ export function createApp(deps: AppDeps): Cloakroom {
       const route = routeOf(url);
       metrics.requests.inc({ route, status: String(res.statusCode) });
       // Path only: queries can carry exchange tokens. The proxy path logs at debug (volume).
-      const line = { method: req.method, path: pathOf(url), status: res.statusCode, ms: Math.round(performance.now() - started) };
-      if (route === '/api/*') logger.debug(line, 'request');
-      else logger.info(line, 'request');
+      const level = route === '/api/*' ? 'debug' : 'info';
+      if (!logger.isLevelEnabled(level)) return;
+      logger[level]({ method: req.method, path: pathOf(url), status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
     });
     if (url.startsWith('/api/')) {
       const err = checkAntiForgery(req, true);

@@ -35,4 +35,6 @@ export interface UpstreamCounters {
   /** Epoch ms (performance.timeOrigin + now) when the last refresh grant arrived, and when it was answered. */
   lastRefreshStartMs: number;
   lastRefreshEndMs: number;
+  /** Epoch ms when the first API call after `resetCounters` arrived. */
+  firstApiCallMs: number;
 }

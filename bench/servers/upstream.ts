@@ -24,7 +24,7 @@ let generation = 0;
 let bearerPrefix = `Bearer at_${generation}.`;
 let accessTtlSeconds = 3600;
 let refreshDelayMs = 50;
-const counters: UpstreamCounters = { apiCalls: 0, rejected: 0, passwordGrants: 0, refreshGrants: 0, refreshReuse: 0, me: 0, lastRefreshStartMs: 0, lastRefreshEndMs: 0 };
+const counters: UpstreamCounters = { apiCalls: 0, rejected: 0, passwordGrants: 0, refreshGrants: 0, refreshReuse: 0, me: 0, lastRefreshStartMs: 0, lastRefreshEndMs: 0, firstApiCallMs: 0 };
 const epochMs = () => performance.timeOrigin + performance.now();
 /** Live refresh tokens: token -> client id and user. */
 const refreshTokens = new Map<string, { clientId: string; userId: number }>();
@@ -99,7 +99,7 @@ const server = createServer((req, res) => {
     return json(res, 200, { Id: user?.id, Email: user?.email, FullName: user?.fullName, AccessToken: auth.slice(7) });
   }
   if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { Message: 'GET only' });
-  counters.apiCalls++;
+  if (counters.apiCalls++ === 0) counters.firstApiCallMs = epochMs();
   res.writeHead(200, DATA_HEADERS);
   res.end(BODY);
 });

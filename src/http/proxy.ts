@@ -89,6 +89,26 @@ function readBody(req: IncomingMessage): Promise<Body> {
   });
 }
 
+type PathVerdict = 'ok' | 'invalid' | 'forbidden';
+const verdicts = new Map<string, PathVerdict>();
+
+/**
+ * The path checks (every decoding stage, canonical form) are a pure function of the raw path
+ * and an SPA asks for the same few paths again and again, so verdicts are remembered: at most
+ * 4096 paths of up to 256 characters (about 1 MB), forgotten all at once when full.
+ */
+function pathVerdict(rawPath: string): PathVerdict {
+  const known = verdicts.get(rawPath);
+  if (known !== undefined) return known;
+  const verdict: PathVerdict =
+    hasDotDotSegment(rawPath) || canonicalApiPath(rawPath) === null ? 'invalid' : isForbiddenApiPath(rawPath) ? 'forbidden' : 'ok';
+  if (rawPath.length <= 256) {
+    if (verdicts.size >= 4096) verdicts.clear();
+    verdicts.set(rawPath, verdict);
+  }
+  return verdict;
+}
+
 export interface ApiProxyDeps {
   upstream: UpstreamClient;
   tokens: TokenAccess;
@@ -120,9 +140,9 @@ export function createApiProxy(deps: ApiProxyDeps) {
   return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const rawUrl = req.url ?? '/';
     const q = rawUrl.indexOf('?');
-    const rawPath = q === -1 ? rawUrl : rawUrl.slice(0, q);
-    if (hasDotDotSegment(rawPath) || canonicalApiPath(rawPath) === null) throw errors.invalidPath();
-    if (isForbiddenApiPath(rawPath)) throw errors.forbiddenPath();
+    const verdict = pathVerdict(q === -1 ? rawUrl : rawUrl.slice(0, q));
+    if (verdict === 'invalid') throw errors.invalidPath();
+    if (verdict === 'forbidden') throw errors.forbiddenPath();
 
     const sid = deps.readSessionId(req.headers.cookie);
     if (!sid) throw errors.unauthenticated();

@@ -389,6 +389,8 @@ async function rssPhase(bed: Bed, opts: Options): Promise<RssSummary> {
 }
 
 interface BurstStats {
+  /** The same, per process (median ms per burst). */
+  cpuByProcessMs: Record<string, number>;
   /** CPU of every process in the burst (servers, upstream, load generator), median ms per burst. */
   cpuMs: number;
   /** Per trial. */
@@ -438,6 +440,7 @@ function burstStats(results: BurstResult[]): BurstStats {
     worstP99Ms: Math.max(...p99),
     maxMs: Math.max(...results.map((r) => ms(r.samples.max()))),
     cpuMs: median(results.map((r) => r.cpuMs ?? NaN)),
+    cpuByProcessMs: Object.fromEntries(Object.keys(results[0]?.cpuByProcess ?? {}).map((k) => [k, median(results.map((r) => r.cpuByProcess?.[k] ?? NaN))])),
     ok: results.reduce((a, r) => a + r.ok, 0),
     total: results.reduce((a, r) => a + r.samples.count + Object.entries(r.statuses).filter(([k]) => k.startsWith('error')).reduce((x, [, v]) => x + v, 0), 0),
     statuses,
@@ -483,8 +486,10 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     const result = await fire();
     const mine = process.cpuUsage(own);
     const after = await Promise.all(children.map((c) => c.stats()));
-    const servers = after.reduce((sum, x, i) => sum + x.cpuUserUs + x.cpuSystemUs - (before[i]?.cpuUserUs ?? 0) - (before[i]?.cpuSystemUs ?? 0), 0);
-    return { ...result, cpuMs: (servers + mine.user + mine.system) / 1000 };
+    const each = after.map((x, i) => (x.cpuUserUs + x.cpuSystemUs - (before[i]?.cpuUserUs ?? 0) - (before[i]?.cpuSystemUs ?? 0)) / 1000);
+    const cpuByProcess: Record<string, number> = { 'load generator': (mine.user + mine.system) / 1000 };
+    children.forEach((c, i) => (cpuByProcess[c.name] = each[i] ?? NaN));
+    return { ...result, cpuMs: Object.values(cpuByProcess).reduce((x, y) => x + y, 0), cpuByProcess };
   };
 
   const storms: BurstResult[] = [];
@@ -651,6 +656,8 @@ function printStorm(storm: StormSummary): void {
   log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the cold warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
   log(`first request of a burst at upstream: ${fmt(storm.firstCallMs)} ms through cloakroom (fresh token), ${fmt(storm.bareFirstCallMs)} ms through the bare proxy (medians)`);
   log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
+  const split = (st: BurstStats) => Object.entries(st.cpuByProcessMs).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');
+  log(`CPU ms per burst by process: expired: ${split(storm.expired)}; fresh token: ${split(storm.baseline)}; bare: ${split(storm.bare)}`);
   if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
 }
 

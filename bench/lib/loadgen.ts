@@ -233,6 +233,7 @@ export interface BurstResult {
   wallMs: number;
   /** Filled in by the caller when it measured CPU over the burst (ms, all processes). */
   cpuMs?: number;
+  cpuByProcess?: Record<string, number>;
 }
 
 /**

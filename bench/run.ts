@@ -464,7 +464,7 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   const profileDir = opts.stormProfile ? mkdtempSync(join(tmpdir(), 'cloakroom-storm-prof-')) : null;
   const [a, b] = await Promise.all([
     startServer('storm-a', 'cloakroom', env, profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
-    startServer('storm-b', 'cloakroom', env),
+    startServer('storm-b', 'cloakroom', env, profileDir ? ['--cpu-prof', '--cpu-prof-dir', join(profileDir, 'b')] : []),
   ]);
   bed.children.push(a, b);
   await bed.upstream.control('configure', { accessTtlSeconds: 3600, refreshDelayMs: opts.refreshDelayMs });
@@ -544,8 +544,10 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   await client.close();
   await Promise.all([a.stop(), b.stop()]);
   if (profileDir) {
-    const file = readdirSync(profileDir).find((f) => f.endsWith('.cpuprofile'));
-    if (file) log(`\nstorm-a profile (whole life, warm-up included): ${join(profileDir, file)}\n${formatProfile(summariseProfile(join(profileDir, file)))}`);
+    for (const [name, dir] of [['storm-a', profileDir], ['storm-b', join(profileDir, 'b')]] as const) {
+      const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+      if (file) log(`\n${name} profile (whole life, warm-up included): ${join(dir, file)}\n${formatProfile(summariseProfile(join(dir, file)))}`);
+    }
   }
   return {
     size: opts.stormSize,

@@ -12,6 +12,8 @@ export interface ChildStats {
   arrayBuffers: number;
   /** HTTP requests this child's server has received since it started. */
   requests: number;
+  /** Time spent in garbage collection since it started (ms, from `perf_hooks` gc entries). */
+  gcMs: number;
 }
 
 export type ParentMessage =

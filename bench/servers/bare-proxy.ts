@@ -3,7 +3,7 @@
  * sessions, no framework and no body inspection. The client's Authorization header is
  * forwarded as it came.
  */
-import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
 import { runChild } from './child.js';
 
@@ -22,7 +22,30 @@ function forwardable(h: IncomingHttpHeaders | Record<string, string | string[] |
   return out;
 }
 
+// The storm's floor (bench `control('hold', {ms})`): the next burst is held from its first
+// request for `ms`, then every held request goes upstream at once, as cloakroom's requests
+// do when they wait for a refresh, but with no refresh and no sessions.
+let holdMs = 0;
+let held: (() => void)[] | null = null;
+
 const server = createServer((req, res) => {
+  if (holdMs > 0 || held) {
+    if (!held) {
+      held = [];
+      setTimeout(() => {
+        const go = held ?? [];
+        held = null;
+        for (const fn of go) fn();
+      }, holdMs);
+      holdMs = 0;
+    }
+    held.push(() => forward(req, res));
+    return;
+  }
+  forward(req, res);
+});
+
+function forward(req: IncomingMessage, res: ServerResponse): void {
   const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
   pool.request(
     { method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers: forwardable(req.headers), body: hasBody ? req : null },
@@ -38,6 +61,15 @@ const server = createServer((req, res) => {
       data.body.pipe(res);
     },
   );
-});
+}
 
-await runChild(server, { onShutdown: () => pool.close() });
+await runChild(server, {
+  control: (op, args) => {
+    if (op === 'hold') {
+      holdMs = Number(args['ms'] ?? 0);
+      return holdMs;
+    }
+    throw new Error(`unknown op ${op}`);
+  },
+  onShutdown: () => pool.close(),
+});

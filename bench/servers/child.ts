@@ -5,16 +5,21 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { PerformanceObserver } from 'node:perf_hooks';
 import type { ChildStats, ParentMessage } from '../lib/protocol.js';
 
 export type ControlHandler = (op: string, args: Record<string, unknown>) => unknown;
 
 let requests = 0;
+let gcMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcMs += entry.duration;
+}).observe({ entryTypes: ['gc'] });
 
 export function childStats(): ChildStats {
   const cpu = process.cpuUsage();
   const mem = process.memoryUsage();
-  return { pid: process.pid, cpuUserUs: cpu.user, cpuSystemUs: cpu.system, rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers, requests };
+  return { pid: process.pid, cpuUserUs: cpu.user, cpuSystemUs: cpu.system, rss: mem.rss, heapUsed: mem.heapUsed, heapTotal: mem.heapTotal, external: mem.external, arrayBuffers: mem.arrayBuffers, requests, gcMs };
 }
 
 /** Listens, reports `ready`, then serves stats/control messages until the parent goes away. */

@@ -11,7 +11,26 @@ export interface SessionTokens {
   accessToken: string;
   refreshToken: string | null;
   clientId: string;
-  idToken?: string;
+  idToken?: string | undefined;
+}
+
+/**
+ * Every SessionTokens is built here, frozen and with the same fields in the same order, so
+ * the proxy's hot path sees one object shape whether the tokens came from the cache, a read or
+ * a refresh. (Until it was so, a refresh's differently built object deoptimised the proxy code
+ * for the next bursts; docs/performance.md.)
+ */
+function sessionTokens(t: SessionTokens): SessionTokens {
+  return Object.freeze({
+    version: t.version,
+    absoluteExpiresAt: t.absoluteExpiresAt,
+    accessExpiresAt: t.accessExpiresAt,
+    refreshAt: t.refreshAt,
+    accessToken: t.accessToken,
+    refreshToken: t.refreshToken,
+    clientId: t.clientId,
+    idToken: t.idToken || undefined,
+  });
 }
 
 interface SealedPart { a: string; r: string | null; c: string; i?: string }
@@ -49,7 +68,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     // A blob no configured key opens (key rotated out, tampered) is an ended session.
     if (plain === null) return null;
     const part = JSON.parse(plain) as SealedPart;
-    return Object.freeze({
+    return sessionTokens({
       version: record.version,
       absoluteExpiresAt: record.absoluteExpiresAt,
       accessExpiresAt: record.accessExpiresAt,
@@ -57,7 +76,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
       accessToken: part.a,
       refreshToken: part.r,
       clientId: part.c,
-      ...(part.i ? { idToken: part.i } : {}),
+      idToken: part.i,
     });
   };
 
@@ -81,7 +100,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
 
     async create(sid, init, ttlMs) {
       const now = clock();
-      const tokens: SessionTokens = {
+      const tokens = sessionTokens({
         version: 1,
         absoluteExpiresAt: init.absoluteExpiresAt,
         accessExpiresAt: now + init.tokens.expiresInSeconds * 1000,
@@ -89,8 +108,8 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         accessToken: init.tokens.accessToken,
         refreshToken: init.tokens.refreshToken,
         clientId: init.clientId,
-        ...(init.tokens.idToken ? { idToken: init.tokens.idToken } : {}),
-      };
+        idToken: init.tokens.idToken,
+      });
       await store.createTokens(
         sid,
         { version: 1, absoluteExpiresAt: tokens.absoluteExpiresAt, accessExpiresAt: tokens.accessExpiresAt, refreshAt: tokens.refreshAt, sealed: seal(sid, tokens) },
@@ -101,7 +120,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
 
     async rotate(sid, previous, fresh) {
       const now = clock();
-      const next: SessionTokens = {
+      const next = sessionTokens({
         ...previous,
         version: previous.version + 1,
         accessExpiresAt: now + fresh.expiresInSeconds * 1000,
@@ -109,8 +128,8 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         accessToken: fresh.accessToken,
         // Upstreams that do not rotate the refresh token leave the old one valid.
         refreshToken: fresh.refreshToken ?? previous.refreshToken,
-        ...(fresh.idToken ? { idToken: fresh.idToken } : {}),
-      };
+        idToken: fresh.idToken || previous.idToken,
+      });
       const outcome = await store.replaceTokens(sid, previous.version, {
         version: next.version,
         absoluteExpiresAt: next.absoluteExpiresAt,

@@ -5,7 +5,7 @@
  *
  *   node dist/bench/run.js [--rounds 3] [--seconds 10] [--connections 50] [--rate 1000]
  *                          [--paced-rounds 4] [--paced-seconds 3] [--rss-requests 200000]
- *                          [--storm 500] [--storm-trials 7] [--storm-warmup 20] [--refresh-delay 50]
+ *                          [--storm 500] [--storm-trials 9] [--storm-warmup 60] [--storm-warmup-trials 5] [--refresh-delay 50]
  *                          [--tool autocannon|wrk] [--quick] [--experiments]
  *                          [--targets a,b,...]   (throughput phase only, for A/B runs)
  *                          [--storm-only]        (the refresh storm alone)
@@ -59,8 +59,9 @@ function parseArgs(argv: string[]) {
     pacedRounds: num('paced-rounds', quick ? 1 : 4),
     rssRequests: num('rss-requests', quick ? 40_000 : 200_000),
     stormSize: num('storm', 500),
-    stormTrials: num('storm-trials', quick ? 3 : 7),
-    stormWarmup: num('storm-warmup', quick ? 10 : 20),
+    stormTrials: num('storm-trials', quick ? 3 : 9),
+    stormWarmup: num('storm-warmup', quick ? 20 : 60),
+    stormWarmupTrials: Math.max(1, num('storm-warmup-trials', quick ? 1 : 5)),
     refreshDelayMs: num('refresh-delay', 50),
     profile: profile === undefined ? null : profile === '' ? 'cloakroom' : profile,
     /** Adds cloakroom variants that src does not ship (e.g. ioredis auto-pipelining) to the throughput table. */
@@ -389,6 +390,8 @@ async function rssPhase(bed: Bed, opts: Options): Promise<RssSummary> {
 }
 
 interface BurstStats {
+  /** Redis commands sent during the burst, by command (median per burst). */
+  redisPerBurst: Record<string, number>;
   /** The same, per process (median ms per burst). */
   cpuByProcessMs: Record<string, number>;
   /** CPU of every process in the burst (servers, upstream, load generator), median ms per burst. */
@@ -409,6 +412,7 @@ interface StormSummary {
   size: number;
   trials: number;
   warmupBursts: number;
+  warmupTrials: number;
   refreshDelayMs: number;
   /** Upstream refresh grants per trial (each must be 1) and refresh tokens presented twice. */
   expiredRefreshes: number[];
@@ -442,6 +446,9 @@ function burstStats(results: BurstResult[]): BurstStats {
     worstP99Ms: Math.max(...p99),
     maxMs: Math.max(...results.map((r) => ms(r.samples.max()))),
     cpuMs: median(results.map((r) => r.cpuMs ?? NaN)),
+    redisPerBurst: Object.fromEntries(
+      [...new Set(results.flatMap((r) => Object.keys(r.redisByCommand ?? {})))].sort().map((k) => [k, median(results.map((r) => r.redisByCommand?.[k] ?? 0))]),
+    ),
     cpuByProcessMs: Object.fromEntries(Object.keys(results[0]?.cpuByProcess ?? {}).map((k) => [k, median(results.map((r) => r.cpuByProcess?.[k] ?? NaN))])),
     ok: results.reduce((a, r) => a + r.ok, 0),
     total: results.reduce((a, r) => a + r.samples.count + Object.entries(r.statuses).filter(([k]) => k.startsWith('error')).reduce((x, [, v]) => x + v, 0), 0),
@@ -461,7 +468,7 @@ function burstStats(results: BurstResult[]): BurstStats {
  * that has been serving for a while, as one in production has.
  */
 async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Promise<StormSummary> {
-  log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms), after ${opts.stormWarmup} warm-up bursts and one warm-up trial`);
+  log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms), after ${opts.stormWarmup} warm-up bursts and ${opts.stormWarmupTrials} warm-up trial(s)`);
   const env = cloakroomEnv(bed, { REFRESH_SKEW: '0' });
   const profileDir = opts.stormProfile ? mkdtempSync(join(tmpdir(), 'cloakroom-storm-prof-')) : null;
   const [a, b] = await Promise.all([
@@ -489,14 +496,17 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   // CPU of every process taking part, so a burst's cost is known, not only its latency.
   const withCpu = async (children: ServerChild[], fire: () => Promise<BurstResult>): Promise<BurstResult> => {
     const before = await Promise.all(children.map((c) => c.stats()));
+    const redisBefore = await bed.probe.counts();
     const own = process.cpuUsage();
     const result = await fire();
     const mine = process.cpuUsage(own);
     const after = await Promise.all(children.map((c) => c.stats()));
+    const { byCommand } = diffCounts(redisBefore, await bed.probe.counts());
+    delete byCommand['info'];
     const each = after.map((x, i) => (x.cpuUserUs + x.cpuSystemUs - (before[i]?.cpuUserUs ?? 0) - (before[i]?.cpuSystemUs ?? 0)) / 1000);
     const cpuByProcess: Record<string, number> = { 'load generator': (mine.user + mine.system) / 1000 };
     children.forEach((c, i) => (cpuByProcess[c.name] = each[i] ?? NaN));
-    return { ...result, cpuMs: Object.values(cpuByProcess).reduce((x, y) => x + y, 0), cpuByProcess };
+    return { ...result, cpuMs: Object.values(cpuByProcess).reduce((x, y) => x + y, 0), cpuByProcess, redisByCommand: byCommand };
   };
 
   const storms: BurstResult[] = [];
@@ -510,7 +520,7 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   const bareHeld: BurstResult[] = [];
   let coldTrialP99Ms = NaN;
   let reuse = 0;
-  for (let i = 0; i <= opts.stormTrials; i++) {
+  for (let i = 1 - opts.stormWarmupTrials; i <= opts.stormTrials; i++) {
     await bed.upstream.control('configure', { accessTtlSeconds: 1 });
     const cookie = await signIn(a);
     const signedInAt = Date.now();
@@ -519,8 +529,19 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     await bed.upstream.control('resetCounters');
     const storm = await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
     const counters = await bed.upstream.control<UpstreamCounters>('counters');
-    if (i === 0) {
-      coldTrialP99Ms = ms(storm.samples.percentile(99));
+    // The same burst again, the token now fresh: what the burst costs without a refresh.
+    await bed.upstream.control('resetCounters');
+    const baseline = await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
+    const firstCall = (await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - baseline.startedAtMs;
+    await bed.upstream.control('resetCounters');
+    const bareBurst = await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize));
+    const bareFirstCall = (await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - bareBurst.startedAtMs;
+    // The floor for the storm: the bare proxies hold the same burst as long as the refresh takes, then send it all.
+    await Promise.all(bares2.map((c) => c.control('hold', { ms: opts.refreshDelayMs })));
+    const held = await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize));
+    if (i <= 0) {
+      // Warm-up trials run every path and are not counted; the first shows what a cold process does.
+      if (i === 1 - opts.stormWarmupTrials) coldTrialP99Ms = ms(storm.samples.percentile(99));
       continue;
     }
     storms.push(storm);
@@ -528,18 +549,11 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     reuse += counters.refreshReuse;
     sent.push(counters.lastRefreshStartMs - storm.startedAtMs);
     answered.push(counters.lastRefreshEndMs - storm.startedAtMs);
-    // The same burst again, the token now fresh: what the burst costs without a refresh.
-    await bed.upstream.control('resetCounters');
-    const baseline = await withCpu([a, b, bed.upstream], () => client.fire(opts.stormSize, { cookie, 'x-csrf': '1' }));
     baselines.push(baseline);
-    firstCalls.push((await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - baseline.startedAtMs);
-    await bed.upstream.control('resetCounters');
-    const bareBurst = await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize));
+    firstCalls.push(firstCall);
     bares.push(bareBurst);
-    bareFirstCalls.push((await bed.upstream.control<UpstreamCounters>('counters')).firstApiCallMs - bareBurst.startedAtMs);
-    // The floor for the storm: the bare proxy holds the same burst as long as the refresh takes, then sends it all.
-    await Promise.all(bares2.map((c) => c.control('hold', { ms: opts.refreshDelayMs })));
-    bareHeld.push(await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize)));
+    bareFirstCalls.push(bareFirstCall);
+    bareHeld.push(held);
   }
   await bareClient.close();
   await bareB.stop();
@@ -565,6 +579,7 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     size: opts.stormSize,
     trials: opts.stormTrials,
     warmupBursts: opts.stormWarmup,
+    warmupTrials: opts.stormWarmupTrials,
     refreshDelayMs: opts.refreshDelayMs,
     expiredRefreshes: refreshes,
     expiredReuse: reuse,
@@ -655,7 +670,7 @@ async function profileRun(opts: Options): Promise<void> {
 }
 
 function printStorm(storm: StormSummary): void {
-  log(`\n-- refresh storm (${storm.trials} trial(s) x ${storm.size} concurrent requests, one session, two instances, refresh takes ${storm.refreshDelayMs} ms; after ${storm.warmupBursts} warm-up bursts and one warm-up trial)`);
+  log(`\n-- refresh storm (${storm.trials} trial(s) x ${storm.size} concurrent requests, one session, two instances, refresh takes ${storm.refreshDelayMs} ms; after ${storm.warmupBursts} warm-up bursts and ${storm.warmupTrials} warm-up trial(s))`);
   const row = (name: string, refreshes: string, st: BurstStats) => [name, refreshes, `${st.ok}/${st.total}`, fmt(st.p50Ms), fmt(st.medianP99Ms), fmt(st.worstP99Ms), fmt(st.maxMs), fmt(st.cpuMs, 0)];
   log(
     table(
@@ -669,10 +684,12 @@ function printStorm(storm: StormSummary): void {
       ],
     ),
   );
-  log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the cold warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
+  log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the first (cold) warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
   log(`first request of a burst at upstream: ${fmt(storm.firstCallMs)} ms through cloakroom (fresh token), ${fmt(storm.bareFirstCallMs)} ms through the bare proxy (medians)`);
   log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
   const split = (st: BurstStats) => Object.entries(st.cpuByProcessMs).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');
+  const cmds = (st: BurstStats) => Object.entries(st.redisPerBurst).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  log(`Redis commands per burst (median): expired: ${cmds(storm.expired)}; fresh token: ${cmds(storm.baseline)}; revoked: ${cmds(storm.revoked)}`);
   log(`CPU ms per burst by process: expired: ${split(storm.expired)}; fresh token: ${split(storm.baseline)}; bare: ${split(storm.bare)}; bare holding: ${split(storm.bareHeld)}`);
   if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
 }

@@ -109,6 +109,57 @@ describe('single-flight refresh across instances', () => {
     expect((await agent.get('/auth/session')).body).toEqual({ authenticated: false });
   });
 
+  /** Commands clients send (not those run inside our Lua scripts), in order, while `fn` runs. */
+  async function clientCommands(fn: () => Promise<void>): Promise<string[]> {
+    const monitor = await h.inspect.monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source !== 'lua') seen.push(`${String(args[0]).toLowerCase()} ${args[1] ?? ''}`);
+    });
+    try {
+      await fn();
+      await sleep(50);
+    } finally {
+      monitor.disconnect();
+    }
+    return seen;
+  }
+
+  it('the_instance_that_last_saw_a_session_claims_its_due_refresh_without_reading_the_record_first', async () => {
+    await h.inspect.flushall();
+    h.upstream.accessTokenTtlSeconds = 1; // due after half the lifetime
+    const agent = await h.signIn(a); // A wrote the record, so it knows when it falls due
+    h.upstream.accessTokenTtlSeconds = 3600;
+    await sleep(700);
+    h.upstream.reset();
+    const commands = await clientCommands(async () => {
+      await agent.get('/api/echo/due').set('X-CSRF', '1').expect(200);
+    });
+    const tokenCommands = commands.filter((c) => /^(get|eval|evalsha) /.test(c));
+    // First the claim (lock attempt + fresh read in one script), then the compare-and-set and the release.
+    expect(tokenCommands[0]).toMatch(/^eval /);
+    expect(tokenCommands.filter((c) => c.startsWith('get '))).toEqual([]);
+    expect(h.upstream.stats.refreshGrants).toBe(1);
+  });
+
+  it('a_session_logged_out_elsewhere_while_due_answers_unauthenticated_not_session_expired', async () => {
+    await h.inspect.flushall();
+    h.upstream.accessTokenTtlSeconds = 1;
+    const agent = await h.signIn(a);
+    h.upstream.accessTokenTtlSeconds = 3600;
+    const cookie = (agent as unknown as { jar: { getCookies(o: object): { toValueString(): string }[] } }).jar
+      .getCookies({ domain: '127.0.0.1', path: '/', secure: false, script: false })
+      .map((c) => c.toValueString())
+      .join('; ');
+    await fetch(`${b.url}/auth/logout`, { method: 'POST', headers: { cookie, 'x-csrf': '1' } }).then((r) => expect(r.status).toBe(204));
+    await sleep(700);
+    h.upstream.reset();
+    const res = await agent.get('/api/echo/after-logout').set('X-CSRF', '1');
+    expect(res.status).toBe(401);
+    expect(res.body.error).toBe('unauthenticated');
+    expect(h.upstream.stats.refreshGrants).toBe(0);
+  });
+
   it('every_key_of_a_session_carries_the_same_hash_tag', async () => {
     await h.inspect.flushall();
     h.upstream.accessTokenTtlSeconds = 3600;

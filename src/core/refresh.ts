@@ -8,6 +8,8 @@ import type { SessionTokens, TokenVault } from './token-vault.js';
 export type FreshTokens =
   | { kind: 'ok'; tokens: SessionTokens }
   | { kind: 'ended' }
+  /** No session record (or none this process can open) when the refresh was claimed. */
+  | { kind: 'gone' }
   | { kind: 'failed'; failure: UpstreamFailure };
 
 export interface RefreshDeps {
@@ -24,7 +26,7 @@ export interface RefreshDeps {
 
 export interface Refresher {
   /** Refreshes unless `seen` is already superseded; one upstream call per session across every instance. */
-  refreshTokensOnce(sid: string, seen: SessionTokens): Promise<FreshTokens>;
+  refreshTokensOnce(sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens>;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -63,7 +65,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
    * as few as the rules allow: one claim (lock attempt + fresh read, store.claimRefresh) before
    * it, one compare-and-set after it. The lock is released after the waiters have their tokens.
    */
-  const attempt = async (sid: string, seen: SessionTokens): Promise<FreshTokens> => {
+  const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;
     for (;;) {
       const owner = randomUUID();
@@ -71,12 +73,12 @@ export function createRefresher(deps: RefreshDeps): Refresher {
       const current = claim.record ? vault.open(sid, claim.record) : null;
       if (claim.locked) {
         try {
-          return current ? await refreshHoldingLock(sid, current) : { kind: 'ended' };
+          return current ? await refreshHoldingLock(sid, current) : { kind: 'gone' };
         } finally {
           store.releaseLock(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
         }
       }
-      if (!current) return { kind: 'ended' };
+      if (!current) return { kind: 'gone' };
       // Refreshed already, here or on another instance: use those tokens.
       if (current.version !== seen.version) return { kind: 'ok', tokens: current };
       if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };

@@ -33,6 +33,10 @@ function sessionTokens(t: SessionTokens): SessionTokens {
   });
 }
 
+export type TokenHint = Pick<SessionTokens, 'version' | 'refreshAt' | 'absoluteExpiresAt'>;
+
+const MAX_HINTS = 50_000;
+
 interface SealedPart { a: string; r: string | null; c: string; i?: string }
 
 export interface TokenVault {
@@ -40,6 +44,12 @@ export interface TokenVault {
   read(sid: string, opts?: { fresh?: boolean }): Promise<SessionTokens | null>;
   /** The tokens of a record the caller read itself (the refresher's claim); null if no key opens it. */
   open(sid: string, record: TokenRecord): SessionTokens | null;
+  /**
+   * What this process last saw of a session's record: version and times, nothing secret. Kept
+   * longer than the token cache (up to 50,000 sessions), so a request can tell that the tokens
+   * it last saw are due for refresh without reading them first.
+   */
+  hint(sid: string): TokenHint | undefined;
   create(sid: string, init: { tokens: TokenSet; clientId: string; absoluteExpiresAt: number }, ttlMs: number): Promise<SessionTokens>;
   /** Compare-and-set of freshly rotated tokens over `previous`. */
   rotate(sid: string, previous: SessionTokens, tokens: TokenSet): Promise<{ outcome: ReplaceOutcome; tokens: SessionTokens }>;
@@ -82,11 +92,21 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
 
   // The tracked cache and joined reads hand out one record object to many requests: open it
   // once (AES-GCM and JSON.parse were a tenth of the proxy's CPU in a burst).
+  const hints = new Map<string, TokenHint>();
+  const remember = (sid: string, t: SessionTokens) => {
+    if (hints.get(sid)?.version === t.version) return;
+    hints.delete(sid);
+    if (hints.size >= MAX_HINTS) hints.delete(hints.keys().next().value as string);
+    hints.set(sid, { version: t.version, refreshAt: t.refreshAt, absoluteExpiresAt: t.absoluteExpiresAt });
+  };
   const open = (sid: string, record: TokenRecord): SessionTokens | null => {
     const known = opened.get(record);
     if (known?.sid === sid) return known.tokens;
     const tokens = openRecord(sid, record);
-    if (tokens) opened.set(record, { sid, tokens });
+    if (tokens) {
+      opened.set(record, { sid, tokens });
+      remember(sid, tokens);
+    }
     return tokens;
   };
 
@@ -97,6 +117,8 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     },
 
     open,
+
+    hint: (sid) => hints.get(sid),
 
     async create(sid, init, ttlMs) {
       const now = clock();
@@ -115,6 +137,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         { version: 1, absoluteExpiresAt: tokens.absoluteExpiresAt, accessExpiresAt: tokens.accessExpiresAt, refreshAt: tokens.refreshAt, sealed: seal(sid, tokens) },
         ttlMs,
       );
+      remember(sid, tokens);
       return tokens;
     },
 
@@ -137,6 +160,7 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
         refreshAt: next.refreshAt,
         sealed: seal(sid, next),
       });
+      if (outcome === 'ok') remember(sid, next);
       return { outcome, tokens: next };
     },
   };

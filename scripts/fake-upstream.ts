@@ -553,6 +553,12 @@ class FakeUpstreamServer implements FakeUpstream {
       }
       return sendJson(res, code, { status: code });
     }
+    if (path === '/api/informational') {
+      // 102 Processing and 103 Early Hints before the answer, as some upstreams and CDNs send.
+      res.writeProcessing();
+      res.writeEarlyHints({ link: '</app.css>; rel=preload; as=style' });
+      return sendJson(res, 200, { ok: true, after: 'informational' });
+    }
     if (path === '/api/download') {
       // A binary file of `?size=` bytes in 64 KiB pieces, written only as fast as the reader takes them.
       const size = Math.min(Math.max(Number.parseInt(query.get('size') ?? '0', 10) || 0, 0), 256 * 1024 * 1024);

@@ -274,6 +274,28 @@ describe('forwarding', () => {
     expect(body.done).toBe(true);
   });
 
+  it('a_browser_leaving_before_its_json_answer_arrives_leaves_the_process_serving', async () => {
+    const cookie = await signInCookie(app);
+    const { hostname, port } = new URL(app.url);
+    await new Promise<void>((resolve) => {
+      const req = httpRequest({ host: hostname, port, path: '/api/slow-body?ms=300', headers: api(cookie), agent: false });
+      req.on('error', () => resolve());
+      req.on('response', () => resolve());
+      req.end();
+      setTimeout(() => req.destroy(), 100);
+    });
+    await sleep(400); // the upstream answer arrives for a browser that is gone
+    expect((await raw(app.url, '/api/echo/still-alive', { headers: api(cookie) })).status).toBe(200);
+  });
+
+  it('informational_1xx_answers_before_the_final_one_are_not_passed_on_as_the_answer', async () => {
+    const cookie = await signInCookie(app);
+    const res = await raw(app.url, '/api/informational', { headers: api(cookie) });
+    expect(res.status).toBe(200);
+    expect(json(res)).toEqual({ ok: true, after: 'informational' });
+    expect((await raw(app.url, '/api/echo/still-alive', { headers: api(cookie) })).status).toBe(200);
+  });
+
   it('unknown_upstream_route_404_passes_through', async () => {
     const res = await raw(app.url, '/api/nothing-here', { headers: api(cookie) });
     expect(res.status).toBe(404);

@@ -208,6 +208,8 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, status: number, upstreamHeaders: IncomingHttpHeaders): void {
+    // 102 Processing, 103 Early Hints: undici hands them to a raw handler too; the answer follows.
+    if (status < 200) return;
     this.deps.observeUpstream?.((performance.now() - this.started) / 1000);
     if (status === 401 && this.replayable) {
       this.mode = 'ignore';

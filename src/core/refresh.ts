@@ -63,7 +63,8 @@ export function createRefresher(deps: RefreshDeps): Refresher {
    * Every Redis round trip here waits for its turn in an event loop that is also taking in the
    * burst of requests that found the token due, so the path to the upstream call and back has
    * as few as the rules allow: one claim (lock attempt + fresh read, store.claimRefresh) before
-   * it, one compare-and-set after it. The lock is released after the waiters have their tokens.
+   * it, one compare-and-set after it. The release is sent, not waited for, before the waiters
+   * get their tokens.
    */
   const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;

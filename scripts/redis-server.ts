@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -51,13 +51,13 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
  * `persist: true` keeps the data across stop()/start() (an RDB in a temp dir, written on
  * SIGTERM), like a production Redis that restarts; otherwise stop() is a hard kill.
  */
-export async function startRedisServer(opts: { port?: number; persist?: boolean } = {}): Promise<RedisServer> {
+export async function startRedisServer(opts: { port?: number; persist?: boolean; args?: readonly string[] } = {}): Promise<RedisServer> {
   const port = opts.port ?? (await freePort());
   const dir = opts.persist ? mkdtempSync(join(tmpdir(), 'cloakroom-redis-')) : undefined;
   const persistence = dir ? ['--save', '3600 1', '--dir', dir, '--dbfilename', 'dump.rdb'] : ['--save', ''];
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' });
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning', ...(opts.args ?? [])], { stdio: 'ignore' });
     child = c;
     const failed = new Promise<never>((_, reject) => {
       c.once('error', (err) => reject(new Error(`cannot start redis-server (is it installed?): ${err.message}`)));
@@ -85,5 +85,43 @@ export async function startRedisServer(opts: { port?: number; persist?: boolean 
     },
     pause: () => signal('SIGSTOP'),
     resume: () => signal('SIGCONT'),
+  };
+}
+
+/**
+ * A Redis Sentinel (redis-server in sentinel mode) on a free port, watching `masterPort` as
+ * `name` with a quorum of one. Failure detection and failover are tuned for tests: the master
+ * is down after `downAfterMs` without answers.
+ */
+export async function startSentinel(opts: { masterPort: number; name: string; downAfterMs?: number }): Promise<{ port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'cloakroom-sentinel-'));
+  const conf = join(dir, 'sentinel.conf');
+  writeFileSync(
+    conf,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${dir}`,
+      `sentinel monitor ${opts.name} 127.0.0.1 ${opts.masterPort} 1`,
+      `sentinel down-after-milliseconds ${opts.name} ${opts.downAfterMs ?? 1000}`,
+      `sentinel failover-timeout ${opts.name} 5000`,
+      `sentinel parallel-syncs ${opts.name} 1`,
+      '',
+    ].join('\n'),
+  );
+  const c = spawn('redis-server', [conf, '--sentinel', '--loglevel', 'warning'], { stdio: 'ignore' });
+  const failed = new Promise<never>((_, reject) => {
+    c.once('error', (err) => reject(new Error(`cannot start redis-server --sentinel: ${err.message}`)));
+  });
+  await Promise.race([waitForPort(port, 5000), failed]);
+  return {
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        if (c.exitCode !== null) return resolve();
+        c.once('exit', () => resolve());
+        c.kill('SIGKILL');
+      }),
   };
 }

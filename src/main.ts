@@ -3,7 +3,8 @@ import { createApp } from './app.js';
 import { createCloakroomServer } from './http/server.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
-import { createRedisClient, waitForReady, type RedisClient } from './store/redis-client.js';
+import { Redis } from 'ioredis';
+import { createRedisClient, reviveWhenEnded, waitForReady, type RedisClient } from './store/redis-client.js';
 
 /** The only module with side effects: read config, connect Redis, listen, drain on SIGTERM. */
 async function main(): Promise<void> {
@@ -36,6 +37,7 @@ async function main(): Promise<void> {
 
   const redis = createRedisClient(config);
   let hasReplicas = config.redis.kind === 'sentinel' || config.redis.kind === 'cluster';
+  const revival = redis instanceof Redis ? reviveWhenEnded(redis, { onRevive: () => logger.warn('redis connection had ended; connecting again') }) : null;
   if (redis) {
     redis.on('error', (err: Error) => logger.warn({ err }, 'redis connection error'));
     try {
@@ -76,6 +78,7 @@ async function main(): Promise<void> {
       void (async () => {
         clearTimeout(force);
         await cloakroom.close();
+        revival?.stop();
         if (redis) await redis.quit().catch(() => redis.disconnect());
         logger.info('stopped');
         logger.flush();

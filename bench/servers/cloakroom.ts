@@ -8,7 +8,7 @@ import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { Redis } from 'ioredis';
-import { createRedisClient, failFastOptions, waitForReady } from '../../src/store/redis-client.js';
+import { createRedisClient, failFastOptions, reviveWhenEnded, waitForReady } from '../../src/store/redis-client.js';
 import { runChild } from './child.js';
 
 const env = JSON.parse(process.env['BENCH_CLOAKROOM_ENV'] ?? '{}') as Record<string, string>;
@@ -22,6 +22,7 @@ const redis =
     : createRedisClient(config);
 // No REDIS_URL (the `cloakroom-memory` experiment only): the in-process store, i.e. cloakroom
 // without its one Redis round trip per request.
+if (redis instanceof Redis) reviveWhenEnded(redis);
 if (redis) {
   redis.on('error', (err: Error) => logger.warn({ err }, 'redis connection error'));
   await waitForReady(redis, 10_000);

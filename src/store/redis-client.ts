@@ -72,3 +72,30 @@ export function waitForReady(client: RedisClient, timeoutMs: number): Promise<vo
     client.on('ready', onReady);
   });
 }
+
+/**
+ * ioredis gives a connection up for good (status `end`, every command "Connection is closed.")
+ * when its Sentinel failover detector closes it while a reconnect is still resolving the
+ * master (redis/ioredis#1683; test/sentinel.test.ts hit it in about one failover in four).
+ * The contract says service resumes by itself, so an ended connection that we did not close
+ * is connected again. Call stop() before closing the client on purpose.
+ */
+export function reviveWhenEnded(client: Redis, opts: { delayMs?: number; onRevive?: () => void } = {}): { stop(): void } {
+  let stopped = false;
+  const onEnd = (): void => {
+    if (stopped) return;
+    const timer = setTimeout(() => {
+      if (stopped || client.status !== 'end') return;
+      opts.onRevive?.();
+      client.connect().catch(() => undefined); // failures go through ioredis's own retries again
+    }, opts.delayMs ?? 100);
+    timer.unref();
+  };
+  client.on('end', onEnd);
+  return {
+    stop() {
+      stopped = true;
+      client.off('end', onEnd);
+    },
+  };
+}

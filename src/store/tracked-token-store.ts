@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { reviveWhenEnded } from './redis-client.js';
 import type { TokenRecord, TokenStore } from './token-store.js';
 
 const TOKENS_PREFIX = 'cr:tok:';
@@ -103,6 +104,8 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     })();
   });
   void tracker.connect().catch(() => setEnabled(false));
+  // An ended tracker would leave the cache off for good (correct, but every read a GET).
+  const revival = reviveWhenEnded(tracker);
 
   let healthInFlight = false;
   const health = setInterval(() => {
@@ -197,6 +200,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
       closed = true;
       clearInterval(health);
       setEnabled(false);
+      revival.stop();
       tracker.disconnect();
     },
   };

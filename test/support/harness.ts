@@ -8,7 +8,7 @@ import request from 'supertest';
 import { createApp, type Cloakroom } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { createRedisClient, waitForReady, type RedisClient } from '../../src/store/redis-client.js';
+import { createRedisClient, reviveWhenEnded, waitForReady, type RedisClient } from '../../src/store/redis-client.js';
 import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from '../../scripts/fake-upstream.js';
 import { startRedisServer, type RedisServer } from '../../scripts/redis-server.js';
 
@@ -70,11 +70,15 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
     });
     const logger = createLogger(config.logLevel, sink);
     const redisClient = createRedisClient(config);
+    // As src/main.ts does: a connection ioredis gave up on is connected again.
+    const revival = redisClient instanceof Redis ? reviveWhenEnded(redisClient, { onRevive: () => logger.warn('redis connection had ended; connecting again') }) : null;
     if (redisClient) {
       redisClient.on('error', () => undefined);
       await waitForReady(redisClient, 5000);
     }
-    const cloakroom = createApp({ config, logger, redis: redisClient });
+    // As src/main.ts decides it for Sentinel and Cluster (a REDIS_URL primary is asked at start there).
+    const replicated = config.redis.kind === 'sentinel' || config.redis.kind === 'cluster';
+    const cloakroom = createApp({ config, logger, redis: redisClient, hasReplicas: () => replicated });
     const server = createCloakroomServer((req, res) => {
       if (req.url?.startsWith('/links/')) {
         const writeHead = res.writeHead.bind(res);
@@ -111,6 +115,7 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
           for (const s of sockets) s.destroy();
         });
         await cloakroom.close();
+        revival?.stop();
         redisClient?.disconnect();
       },
     };

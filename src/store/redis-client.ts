@@ -76,7 +76,7 @@ export function waitForReady(client: RedisClient, timeoutMs: number): Promise<vo
 /**
  * ioredis gives a connection up for good (status `end`, every command "Connection is closed.")
  * when its Sentinel failover detector closes it while a reconnect is still resolving the
- * master (redis/ioredis#1683; test/sentinel.test.ts hit it in about one failover in four).
+ * master (redis/ioredis#1683; in test/sentinel.test.ts, in more than half of the failovers).
  * The contract says service resumes by itself, so an ended connection that we did not close
  * is connected again. Call stop() before closing the client on purpose.
  */

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import type { RecordedRequest } from '../scripts/fake-upstream.js';
@@ -568,16 +568,31 @@ describe('large bodies', () => {
     expect(sha256(seen?.body ?? Buffer.alloc(0))).toBe(sha256(sent));
   });
 
-  /** Opens `/api/download?size=` and hands back the response paused, before any byte is read. */
-  function openDownload(size: number): Promise<IncomingMessage> {
+  /** Opens `path` and hands back the response paused, before any byte is read. */
+  function openPaused(path: string): Promise<IncomingMessage> {
     const { hostname, port } = new URL(app.url);
     return new Promise((resolve, reject) => {
-      const req = httpRequest({ host: hostname, port, path: `/api/download?size=${size}`, headers: api(cookie), agent: false }, (res) => {
+      const req = httpRequest({ host: hostname, port, path, headers: api(cookie), agent: false }, (res) => {
         res.pause();
         resolve(res);
       });
       req.on('error', reject);
       req.end();
+    });
+  }
+
+  const openDownload = (size: number) => openPaused(`/api/download?size=${size}`);
+
+  /** Reads the rest of a paused response; resolves with the number of bytes. */
+  function readAll(res: IncomingMessage): Promise<number> {
+    let bytes = 0;
+    return new Promise((resolve, reject) => {
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+      });
+      res.on('end', () => resolve(bytes));
+      res.on('error', reject);
+      res.resume();
     });
   }
 
@@ -593,17 +608,34 @@ describe('large bodies', () => {
     const held = downloadOf(size);
     expect(held?.finished).toBe(false);
     expect(held?.sent).toBeLessThan(48 * 1024 * 1024);
-    let bytes = 0;
-    await new Promise<void>((resolve, reject) => {
-      res.on('data', (c: Buffer) => {
-        bytes += c.length;
-      });
-      res.on('end', resolve);
-      res.on('error', reject);
-      res.resume();
-    });
-    expect(bytes).toBe(size);
+    expect(await readAll(res)).toBe(size);
     expect(downloadOf(size)?.finished).toBe(true);
+  });
+
+  it('an_overlong_json_answer_read_slowly_arrives_whole_without_piling_up_listeners', async () => {
+    // The answer cloakroom writes for this request, watched from the server side.
+    let answer: ServerResponse | undefined;
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+      if (req.url?.startsWith('/api/chunked')) answer = res;
+    };
+    app.server.on('request', onRequest);
+    let mostDrainListeners = 0;
+    const watch = setInterval(() => {
+      mostDrainListeners = Math.max(mostDrainListeners, answer?.listenerCount('drain') ?? 0);
+    }, 5);
+    try {
+      // 12,000 pieces of 1 KiB, chunked: over the 8 MiB scan limit only once most of it is read.
+      const res = await openPaused('/api/chunked?items=12000');
+      await sleep(500); // the browser reads nothing while the buffered head is flushed
+      expect(res.statusCode).toBe(200);
+      expect(await readAll(res)).toBeGreaterThan(12_000 * 1024);
+      // One wait for the browser's socket at a time, not one per piece written while it was full.
+      expect(answer).toBeDefined();
+      expect(mostDrainListeners).toBeLessThanOrEqual(2);
+    } finally {
+      clearInterval(watch);
+      app.server.off('request', onRequest);
+    }
   });
 
   it('a_browser_leaving_mid_download_stops_the_upstream_transfer', async () => {

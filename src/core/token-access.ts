@@ -31,7 +31,10 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
         toucher.maybeTouch(sid, hint.absoluteExpiresAt);
         const result = await refresher.refreshTokensOnce(sid, hint);
         // The claim was this request's read: no session is what a read would have said.
-        if (result.kind === 'gone') throw errors.unauthenticated();
+        if (result.kind === 'gone') {
+          vault.forgetHint(sid);
+          throw errors.unauthenticated();
+        }
         return unwrap(result);
       }
       const tokens = await vault.read(sid);

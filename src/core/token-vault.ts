@@ -40,7 +40,7 @@ const MAX_HINTS = 50_000;
 interface SealedPart { a: string; r: string | null; c: string; i?: string }
 
 export interface TokenVault {
-  /** `fresh`: straight from the store, past any local cache (decisions under the refresh lock). */
+  /** `fresh`: straight from the store, past any local cache (the refresher, after a lost compare-and-set). */
   read(sid: string, opts?: { fresh?: boolean }): Promise<SessionTokens | null>;
   /** The tokens of a record the caller read itself (the refresher's claim); null if no key opens it. */
   open(sid: string, record: TokenRecord): SessionTokens | null;
@@ -50,6 +50,8 @@ export interface TokenVault {
    * it last saw are due for refresh without reading them first.
    */
   hint(sid: string): TokenHint | undefined;
+  /** Drops the hint of a session found gone, so its cookie is not taken for a due one again. */
+  forgetHint(sid: string): void;
   create(sid: string, init: { tokens: TokenSet; clientId: string; absoluteExpiresAt: number }, ttlMs: number): Promise<SessionTokens>;
   /** Compare-and-set of freshly rotated tokens over `previous`. */
   rotate(sid: string, previous: SessionTokens, tokens: TokenSet): Promise<{ outcome: ReplaceOutcome; tokens: SessionTokens }>;
@@ -90,8 +92,6 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     });
   };
 
-  // The tracked cache and joined reads hand out one record object to many requests: open it
-  // once (AES-GCM and JSON.parse were a tenth of the proxy's CPU in a burst).
   const hints = new Map<string, TokenHint>();
   const remember = (sid: string, t: SessionTokens) => {
     if (hints.get(sid)?.version === t.version) return;
@@ -99,6 +99,8 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     if (hints.size >= MAX_HINTS) hints.delete(hints.keys().next().value as string);
     hints.set(sid, { version: t.version, refreshAt: t.refreshAt, absoluteExpiresAt: t.absoluteExpiresAt });
   };
+  // The tracked cache and joined reads hand out one record object to many requests: open it
+  // once (AES-GCM and JSON.parse were a tenth of the proxy's CPU in a burst).
   const open = (sid: string, record: TokenRecord): SessionTokens | null => {
     const known = opened.get(record);
     if (known?.sid === sid) return known.tokens;
@@ -119,6 +121,10 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     open,
 
     hint: (sid) => hints.get(sid),
+
+    forgetHint: (sid) => {
+      hints.delete(sid);
+    },
 
     async create(sid, init, ttlMs) {
       const now = clock();

@@ -186,6 +186,7 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   private headers: Record<string, string | string[]> = {};
   private chunks: Buffer[] = [];
   private size = 0;
+  private paused = false;
   private readonly started = performance.now();
 
   constructor(
@@ -247,11 +248,15 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
   }
 
   private write(chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
-      const controller = this.controller;
-      controller?.pause();
-      this.res.once('drain', () => controller?.resume());
-    }
+    // Paused once per full socket: the head of an overlong JSON answer is written in one go,
+    // and one 'drain' listener per write would pile up (MaxListenersExceededWarning).
+    if (this.res.write(chunk) || this.paused) return;
+    this.paused = true;
+    this.controller?.pause();
+    this.res.once('drain', () => {
+      this.paused = false;
+      this.controller?.resume();
+    });
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -277,7 +282,6 @@ class ProxyExchange implements Dispatcher.DispatchHandler {
       if (cleaned !== buffered) delete this.headers.etag;
       // Always a length: a chunked upstream answer becomes a plain one once it is whole.
       this.headers['content-length'] = String(cleaned.length);
-      delete this.headers['transfer-encoding'];
       this.res.writeHead(this.status, this.headers);
       this.res.end(cleaned);
     } else if (this.mode === 'stream') {

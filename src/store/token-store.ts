@@ -19,7 +19,7 @@ export type ReplaceOutcome = 'ok' | 'conflict' | 'gone';
 /** The session-scoped storage the core needs; Redis in production, memory in development. */
 export interface TokenStore {
   readTokens(sid: string): Promise<TokenRecord | null>;
-  /** Bypasses any local cache (the refresher's re-read under its lock); defaults to readTokens. */
+  /** Bypasses any local cache (the refresher's read after a lost compare-and-set); defaults to readTokens. */
   readTokensFresh?(sid: string): Promise<TokenRecord | null>;
   /** Resolves when the session's token record may have changed, or after maxMs: wakes refresh waiters early. */
   changed?(sid: string, maxMs: number): Promise<void>;

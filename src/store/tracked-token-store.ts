@@ -15,7 +15,7 @@ export interface TrackedStoreOptions {
 }
 
 export interface TrackedTokenStore extends TokenStore {
-  /** Reads Redis, never the cache: for the refresher's re-read under its lock. */
+  /** Reads Redis, never the cache: for the refresher's read after a lost compare-and-set. */
   readTokensFresh(sid: string): Promise<TokenRecord | null>;
   readonly cacheEnabled: boolean;
   close(): void;

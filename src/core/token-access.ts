@@ -28,8 +28,11 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
         // before the refresh leaves, in a burst that is what the p99 waits for). A stale hint
         // costs nothing extra: the claim returns the newer record and takes no lock.
         if (hint.absoluteExpiresAt <= now) throw errors.unauthenticated();
+        // The claim is written first (refreshTokensOnce sends it before its first await), the
+        // idle-timeout touch after it, so Redis answers the claim first.
+        const claimed = refresher.refreshTokensOnce(sid, hint);
         toucher.maybeTouch(sid, hint.absoluteExpiresAt);
-        const result = await refresher.refreshTokensOnce(sid, hint);
+        const result = await claimed;
         // The claim was this request's read: no session is what a read would have said.
         if (result.kind === 'gone') {
           vault.forgetHint(sid);

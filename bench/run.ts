@@ -431,6 +431,10 @@ interface StormSummary {
   bare: BurstStats;
   /** The bare proxy holding the burst for the refresh time, then sending it all: the storm's floor on this machine. */
   bareHeld: BurstStats;
+  /** The same, but the hold starts after one Redis round trip and ends with another: the floor for any BFF that must ask shared state before it refreshes. */
+  bareAsked: BurstStats;
+  /** When the first of the two bare proxies got its Redis answer and began to hold (median, ms after the burst began). */
+  bareAskedWaitFromMs: number;
   revokedRefreshes: number[];
   revoked: BurstStats;
 }
@@ -469,7 +473,9 @@ function burstStats(results: BurstResult[]): BurstStats {
  */
 async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Promise<StormSummary> {
   log(`\n== refresh storm: ${opts.stormTrials} trial(s) of ${opts.stormSize} concurrent requests on one expired session across two instances (upstream refresh takes ${opts.refreshDelayMs} ms), after ${opts.stormWarmup} warm-up bursts and ${opts.stormWarmupTrials} warm-up trial(s)`);
-  const env = cloakroomEnv(bed, { REFRESH_SKEW: '0' });
+  // BENCH_AUTOPIPELINE=1 in the bench's own environment: the storm instances coalesce Redis
+  // commands as cloakroom once did (the A/B of docs/performance.md, "auto-pipelining").
+  const env = { ...cloakroomEnv(bed, { REFRESH_SKEW: '0' }), ...(process.env['BENCH_AUTOPIPELINE'] === '1' ? { BENCH_AUTOPIPELINE: '1' } : {}) };
   const profileDir = opts.stormProfile ? mkdtempSync(join(tmpdir(), 'cloakroom-storm-prof-')) : null;
   const [a, b] = await Promise.all([
     startServer('storm-a', 'cloakroom', env, profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
@@ -483,7 +489,7 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   for (const t of targets(warmCookie)) await checkTarget(t);
   const client = new BurstClient(targets(warmCookie), half);
   // Two bare proxies too, like the two cloakroom instances: the storm's setup without cloakroom.
-  const bareB = await startServer('bare-proxy-b', 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url });
+  const bareB = await startServer('bare-proxy-b', 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url });
   bed.children.push(bareB);
   const bareTargetB: BenchTarget = { ...bareTarget, name: bareB.name, child: bareB, url: `${bareB.url}${new URL(bareTarget.url).pathname}` };
   const bareClient = new BurstClient([bareTarget, bareTargetB], half);
@@ -518,6 +524,8 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
   const firstCalls: number[] = [];
   const bareFirstCalls: number[] = [];
   const bareHeld: BurstResult[] = [];
+  const bareAsked: BurstResult[] = [];
+  const askedWaits: number[] = [];
   let coldTrialP99Ms = NaN;
   let reuse = 0;
   for (let i = 1 - opts.stormWarmupTrials; i <= opts.stormTrials; i++) {
@@ -539,6 +547,11 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     // The floor for the storm: the bare proxies hold the same burst as long as the refresh takes, then send it all.
     await Promise.all(bares2.map((c) => c.control('hold', { ms: opts.refreshDelayMs })));
     const held = await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize));
+    // The same after one Redis round trip (a lock) and before another (the store), as cloakroom must.
+    await Promise.all(bares2.map((c) => c.control('hold', { ms: opts.refreshDelayMs, ask: true })));
+    const asked = await withCpu([...bares2, bed.upstream], () => bareClient.fire(opts.stormSize));
+    const holds = await Promise.all(bares2.map((c) => c.control<{ waitFromMs: number }>('lastHold')));
+    const askedWaitFrom = Math.min(...holds.map((h) => h.waitFromMs)) - asked.startedAtMs;
     if (i <= 0) {
       // Warm-up trials run every path and are not counted; the first shows what a cold process does.
       if (i === 1 - opts.stormWarmupTrials) coldTrialP99Ms = ms(storm.samples.percentile(99));
@@ -554,6 +567,8 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     bares.push(bareBurst);
     bareFirstCalls.push(bareFirstCall);
     bareHeld.push(held);
+    bareAsked.push(asked);
+    askedWaits.push(askedWaitFrom);
   }
   await bareClient.close();
   await bareB.stop();
@@ -592,6 +607,8 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     baseline: burstStats(baselines),
     bare: burstStats(bares),
     bareHeld: burstStats(bareHeld),
+    bareAsked: burstStats(bareAsked),
+    bareAskedWaitFromMs: median(askedWaits),
     revokedRefreshes,
     revoked: burstStats(revoked),
   };
@@ -623,7 +640,7 @@ async function startTargets(bed: Bed, which: readonly string[], execArgv: Record
     if (name === 'upstream') {
       targets.push({ name, child: bed.upstream, url: `${bed.upstream.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
     } else if (name === 'bare-proxy') {
-      const child = await startServer(name, 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url }, argv);
+      const child = await startServer(name, 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url }, argv);
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
     } else if (name === 'cloakroom') {
@@ -680,17 +697,19 @@ function printStorm(storm: StormSummary): void {
         row('same burst, fresh token', '-', storm.baseline),
         row('same burst, bare proxy', '-', storm.bare),
         row(`bare proxy holding it ${storm.refreshDelayMs} ms`, '-', storm.bareHeld),
+        row(`same, after a Redis round trip`, '-', storm.bareAsked),
         row('revoked upstream (401, replay)', storm.revokedRefreshes.join(' '), storm.revoked),
       ],
     ),
   );
   log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the first (cold) warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
+  log(`bare proxies holding after a Redis round trip: the answer came ${fmt(storm.bareAskedWaitFromMs)} ms after the burst began (median), behind the burst's own requests in the event loop`);
   log(`first request of a burst at upstream: ${fmt(storm.firstCallMs)} ms through cloakroom (fresh token), ${fmt(storm.bareFirstCallMs)} ms through the bare proxy (medians)`);
   log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
   const split = (st: BurstStats) => Object.entries(st.cpuByProcessMs).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');
   const cmds = (st: BurstStats) => Object.entries(st.redisPerBurst).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   log(`Redis commands per burst (median): expired: ${cmds(storm.expired)}; fresh token: ${cmds(storm.baseline)}; revoked: ${cmds(storm.revoked)}`);
-  log(`CPU ms per burst by process: expired: ${split(storm.expired)}; fresh token: ${split(storm.baseline)}; bare: ${split(storm.bare)}; bare holding: ${split(storm.bareHeld)}`);
+  log(`CPU ms per burst by process: expired: ${split(storm.expired)}; fresh token: ${split(storm.baseline)}; bare: ${split(storm.bare)}; bare holding: ${split(storm.bareHeld)}; after a round trip: ${split(storm.bareAsked)}`);
   if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
 }
 
@@ -827,6 +846,7 @@ async function main(): Promise<void> {
       storm_baseline_p99_ms: round(storm.baseline.medianP99Ms, 1),
       storm_bare_p99_ms: round(storm.bare.medianP99Ms, 1),
       storm_bare_held_p99_ms: round(storm.bareHeld.medianP99Ms, 1),
+      storm_bare_asked_p99_ms: round(storm.bareAsked.medianP99Ms, 1),
       storm_refresh_sent_ms: round(storm.refreshSentMs, 1),
       storm_revoked_refreshes: Math.max(...storm.revokedRefreshes),
       storm_revoked_p99_ms: round(storm.revoked.medianP99Ms, 1),

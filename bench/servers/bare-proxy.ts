@@ -4,6 +4,7 @@
  * forwarded as it came.
  */
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { Pool, type Dispatcher } from 'undici';
 import { runChild } from './child.js';
 
@@ -25,18 +26,48 @@ function forwardable(h: IncomingHttpHeaders | Record<string, string | string[] |
 // The storm's floor (bench `control('hold', {ms})`): the next burst is held from its first
 // request for `ms`, then every held request goes upstream at once, as cloakroom's requests
 // do when they wait for a refresh, but with no refresh and no sessions.
+// With `{ms, ask: true}` the hold starts only once one Redis round trip (PING) has come back,
+// and a second round trip follows it: what any BFF that must ask shared state before and after
+// a refresh (lock, then store) waits for, with nothing else of cloakroom's work.
 let holdMs = 0;
+let holdAsks = false;
 let held: (() => void)[] | null = null;
+const redisUrl = process.env['BENCH_REDIS_URL'];
+let redis: Socket | null = null;
+const pings: (() => void)[] = [];
+if (redisUrl) {
+  const u = new URL(redisUrl);
+  redis = connect(Number(u.port), u.hostname);
+  redis.setNoDelay(true);
+  redis.on('data', (chunk: Buffer) => {
+    // Each "+PONG\r\n" answers the oldest ping.
+    for (let n = chunk.toString('latin1').split('\r\n').length - 1; n > 0; n--) pings.shift()?.();
+  });
+}
+/** When the last hold began its wait (epoch ms, fractional): after the first round trip when asking. */
+let lastHoldWaitFromMs = NaN;
+const nowMs = () => performance.timeOrigin + performance.now();
+const roundTrip = (then: () => void): void => {
+  if (!redis) return then();
+  pings.push(then);
+  redis.write('PING\r\n');
+};
 
 const server = createServer((req, res) => {
   if (holdMs > 0 || held) {
     if (!held) {
-      held = [];
-      setTimeout(() => {
-        const go = held ?? [];
+      const list: (() => void)[] = (held = []);
+      const ms = holdMs;
+      const release = () => {
         held = null;
-        for (const fn of go) fn();
-      }, holdMs);
+        for (const fn of list) fn();
+      };
+      const wait = () => {
+        lastHoldWaitFromMs = nowMs();
+        setTimeout(holdAsks ? () => roundTrip(release) : release, ms);
+      };
+      if (holdAsks) roundTrip(wait);
+      else wait();
       holdMs = 0;
     }
     held.push(() => forward(req, res));
@@ -67,9 +98,15 @@ await runChild(server, {
   control: (op, args) => {
     if (op === 'hold') {
       holdMs = Number(args['ms'] ?? 0);
+      holdAsks = args['ask'] === true;
+      if (holdAsks && !redis) throw new Error('hold with ask needs BENCH_REDIS_URL');
       return holdMs;
     }
+    if (op === 'lastHold') return { waitFromMs: lastHoldWaitFromMs };
     throw new Error(`unknown op ${op}`);
   },
-  onShutdown: () => pool.close(),
+  onShutdown: async () => {
+    redis?.destroy();
+    await pool.close();
+  },
 });

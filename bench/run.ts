@@ -394,6 +394,8 @@ interface BurstStats {
   redisPerBurst: Record<string, number>;
   /** The same, per process (median ms per burst). */
   cpuByProcessMs: Record<string, number>;
+  /** Time in GC pauses over the burst, by server process (median over trials). */
+  gcByProcessMs: Record<string, number>;
   /** CPU of every process in the burst (servers, upstream, load generator), median ms per burst. */
   cpuMs: number;
   /** Per trial. */
@@ -454,6 +456,7 @@ function burstStats(results: BurstResult[]): BurstStats {
       [...new Set(results.flatMap((r) => Object.keys(r.redisByCommand ?? {})))].sort().map((k) => [k, median(results.map((r) => r.redisByCommand?.[k] ?? 0))]),
     ),
     cpuByProcessMs: Object.fromEntries(Object.keys(results[0]?.cpuByProcess ?? {}).map((k) => [k, median(results.map((r) => r.cpuByProcess?.[k] ?? NaN))])),
+    gcByProcessMs: Object.fromEntries(Object.keys(results[0]?.gcByProcess ?? {}).map((k) => [k, median(results.map((r) => r.gcByProcess?.[k] ?? NaN))])),
     ok: results.reduce((a, r) => a + r.ok, 0),
     total: results.reduce((a, r) => a + r.samples.count + Object.entries(r.statuses).filter(([k]) => k.startsWith('error')).reduce((x, [, v]) => x + v, 0), 0),
     statuses,
@@ -512,7 +515,9 @@ async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarget): Pro
     const each = after.map((x, i) => (x.cpuUserUs + x.cpuSystemUs - (before[i]?.cpuUserUs ?? 0) - (before[i]?.cpuSystemUs ?? 0)) / 1000);
     const cpuByProcess: Record<string, number> = { 'load generator': (mine.user + mine.system) / 1000 };
     children.forEach((c, i) => (cpuByProcess[c.name] = each[i] ?? NaN));
-    return { ...result, cpuMs: Object.values(cpuByProcess).reduce((x, y) => x + y, 0), cpuByProcess, redisByCommand: byCommand };
+    const gcByProcess: Record<string, number> = {};
+    children.forEach((c, i) => (gcByProcess[c.name] = (after[i]?.gcMs ?? NaN) - (before[i]?.gcMs ?? NaN)));
+    return { ...result, cpuMs: Object.values(cpuByProcess).reduce((x, y) => x + y, 0), cpuByProcess, gcByProcess, redisByCommand: byCommand };
   };
 
   const storms: BurstResult[] = [];
@@ -710,6 +715,8 @@ function printStorm(storm: StormSummary): void {
   const cmds = (st: BurstStats) => Object.entries(st.redisPerBurst).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   log(`Redis commands per burst (median): expired: ${cmds(storm.expired)}; fresh token: ${cmds(storm.baseline)}; revoked: ${cmds(storm.revoked)}`);
   log(`CPU ms per burst by process: expired: ${split(storm.expired)}; fresh token: ${split(storm.baseline)}; bare: ${split(storm.bare)}; bare holding: ${split(storm.bareHeld)}; after a round trip: ${split(storm.bareAsked)}`);
+  const gc = (st: BurstStats) => Object.entries(st.gcByProcessMs).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');
+  log(`GC ms per burst by process: expired: ${gc(storm.expired)}; fresh token: ${gc(storm.baseline)}; bare: ${gc(storm.bare)}; bare holding: ${gc(storm.bareHeld)}`);
   if (storm.expiredReuse > 0) log(`warning: ${storm.expiredReuse} refresh grant(s) presented an already used refresh token`);
 }
 

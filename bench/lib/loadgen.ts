@@ -234,6 +234,7 @@ export interface BurstResult {
   /** Filled in by the caller when it measured CPU over the burst (ms, all processes). */
   cpuMs?: number;
   cpuByProcess?: Record<string, number>;
+  gcByProcess?: Record<string, number>;
   redisByCommand?: Record<string, number>;
 }
 

@@ -125,3 +125,42 @@ export async function startSentinel(opts: { masterPort: number; name: string; do
       }),
   };
 }
+
+/**
+ * A Redis Cluster of `masters` redis-servers (cluster mode, each on a free port, no replicas),
+ * the 16384 slots split evenly, every node met, `cluster_state:ok` on all of them before it
+ * resolves. A node keeps its cluster config in its own temp dir, so `node.stop()` then
+ * `node.start()` brings it back into the cluster with its slots (and, without persistence,
+ * none of its keys).
+ */
+export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: number } = {}): Promise<{ nodes: RedisServer[]; stop(): Promise<void> }> {
+  const { Redis } = await import('ioredis');
+  const count = opts.masters ?? 3;
+  const nodes: RedisServer[] = [];
+  for (let i = 0; i < count; i++) {
+    const dir = mkdtempSync(join(tmpdir(), 'cloakroom-cluster-'));
+    nodes.push(
+      await startRedisServer({
+        args: ['--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
+      }),
+    );
+  }
+  const admin = nodes.map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
+  try {
+    const per = Math.ceil(16384 / count);
+    for (const [i, c] of admin.entries()) {
+      await c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)));
+      if (i > 0) await c.call('CLUSTER', 'MEET', '127.0.0.1', String(nodes[0]?.port));
+    }
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const states = await Promise.all(admin.map(async (c) => String(await c.call('CLUSTER', 'INFO'))));
+      if (states.every((s) => s.includes('cluster_state:ok') && s.includes(`cluster_known_nodes:${count}`))) break;
+      if (Date.now() > deadline) throw new Error('the test cluster did not reach cluster_state:ok');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    for (const c of admin) c.disconnect();
+  }
+  return { nodes, stop: async () => void (await Promise.all(nodes.map((n) => n.stop()))) };
+}

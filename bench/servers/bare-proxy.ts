@@ -40,8 +40,8 @@ if (redisUrl) {
   redis = connect(Number(u.port), u.hostname);
   redis.setNoDelay(true);
   redis.on('data', (chunk: Buffer) => {
-    // Each "+PONG\r\n" answers the oldest ping.
-    for (let n = chunk.toString('latin1').split('\r\n').length - 1; n > 0; n--) pings.shift()?.();
+    // Each "+PONG\r\n" answers the oldest ping; a reply may be split across chunks.
+    for (const byte of chunk) if (byte === 10) pings.shift()?.();
   });
 }
 /** When the last hold began its wait (epoch ms, fractional): after the first round trip when asking. */

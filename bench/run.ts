@@ -708,7 +708,7 @@ function printStorm(storm: StormSummary): void {
     ),
   );
   log(`expired token: the refresh grant reached upstream ${fmt(storm.refreshSentMs)} ms after the burst began and was answered at ${fmt(storm.refreshAnsweredMs)} ms (medians); the first (cold) warm-up trial's p99 was ${fmt(storm.coldTrialP99Ms)} ms`);
-  log(`bare proxies holding after a Redis round trip: the answer came ${fmt(storm.bareAskedWaitFromMs)} ms after the burst began (median), behind the burst's own requests in the event loop`);
+  log(`bare proxies holding after a Redis round trip: the answer came ${fmt(storm.bareAskedWaitFromMs)} ms after the burst began (median; the PING leaves with the first request)`);
   log(`first request of a burst at upstream: ${fmt(storm.firstCallMs)} ms through cloakroom (fresh token), ${fmt(storm.bareFirstCallMs)} ms through the bare proxy (medians)`);
   log('(CPU ms/burst: every process in the burst, servers, upstream and load generator together, on 2 cores)');
   const split = (st: BurstStats) => Object.entries(st.cpuByProcessMs).map(([k, v]) => `${k} ${fmt(v, 1)}`).join(', ');

@@ -137,11 +137,15 @@ export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: num
   const { Redis } = await import('ioredis');
   const count = opts.masters ?? 3;
   const nodes: RedisServer[] = [];
+  const busPorts: number[] = [];
   for (let i = 0; i < count; i++) {
     const dir = mkdtempSync(join(tmpdir(), 'cloakroom-cluster-'));
+    // The bus port is chosen too: the default (port + 10000) may be taken, or above 65535.
+    const bus = await freePort();
+    busPorts.push(bus);
     nodes.push(
       await startRedisServer({
-        args: ['--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
+        args: ['--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
       }),
     );
   }
@@ -150,7 +154,7 @@ export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: num
     const per = Math.ceil(16384 / count);
     for (const [i, c] of admin.entries()) {
       await c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)));
-      if (i > 0) await c.call('CLUSTER', 'MEET', '127.0.0.1', String(nodes[0]?.port));
+      if (i > 0) await c.call('CLUSTER', 'MEET', '127.0.0.1', String(nodes[0]?.port), String(busPorts[0]));
     }
     const deadline = Date.now() + 20_000;
     for (;;) {

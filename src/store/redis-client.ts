@@ -50,6 +50,9 @@ export function createRedisClient(config: Config): RedisClient | null {
         enableOfflineQueue: false,
         enableAutoPipelining: false,
         clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+        // A cluster that says CLUSTERDOWN is an outage: answer the fast 503 now, as a stopped
+        // standalone Redis does, rather than retry until the command timeout (1 s).
+        retryDelayOnClusterDown: 0,
         redisOptions: { ...failFastOptions, ...auth },
         ...(config.redisTls ? { dnsLookup: (address, callback) => callback(null, address) } : {}),
       });

@@ -3,6 +3,7 @@ import { createServer, connect } from 'node:net';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 
 /** A real redis-server on a free loopback port, owned by one test run or bench run (never a fixed port). */
 export interface RedisServer {
@@ -134,7 +135,6 @@ export async function startSentinel(opts: { masterPort: number; name: string; do
  * none of its keys).
  */
 export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: number } = {}): Promise<{ nodes: RedisServer[]; stop(): Promise<void> }> {
-  const { Redis } = await import('ioredis');
   const count = opts.masters ?? 3;
   const nodes: RedisServer[] = [];
   const busPorts: number[] = [];

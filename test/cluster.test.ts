@@ -59,11 +59,14 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Browser bytes and logs through the harness; Redis values here, on the cluster's own nodes.
-  const tokens = h.upstream.issuedTokens().filter((t) => t.length >= 16);
-  const values = (await nodeContents().catch(() => [])).flatMap((n) => n.values);
-  await closeExpectingNoLeaks(h);
-  await cluster?.stop();
-  expect(tokens.filter((t) => values.some((v) => v.includes(t)))).toEqual([]);
+  try {
+    const tokens = h.upstream.issuedTokens().filter((t) => t.length >= 16);
+    const values = (await nodeContents()).flatMap((n) => n.values);
+    expect(tokens.filter((t) => values.some((v) => v.includes(t)))).toEqual([]);
+    await closeExpectingNoLeaks(h);
+  } finally {
+    await cluster?.stop();
+  }
 });
 
 describe('Redis Cluster', () => {

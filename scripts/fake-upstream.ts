@@ -65,6 +65,12 @@ export interface FakeUpstream {
   oneTimeTokenFails: boolean;
   faults: { refresh: RefreshFault[] };
   expireAllAccessTokens(): void;
+  /** An access token this API accepts, for a token issued elsewhere (the fake OIDC provider). */
+  mintAccessToken(email: string, ttlSeconds: number): string;
+  /** A token issued elsewhere that must never reach the browser, logs or Redis in clear text. */
+  noteIssued(token: string): void;
+  /** A demo user by email (case-insensitive). */
+  user(email: string): FakeUser | undefined;
   liveRefreshToken(clientId: string): string | undefined;
   issueExchangeJwt(email: string): string;
   reset(): void;
@@ -298,6 +304,20 @@ class FakeUpstreamServer implements FakeUpstream {
     this.exchangeJwts.set(jwt, { email: user.email, expiresAt: (now + EXCHANGE_JWT_TTL_S) * 1000, used: false });
     this.remember(jwt);
     return jwt;
+  }
+
+  mintAccessToken(email: string, ttlSeconds: number): string {
+    const user = this.user(email);
+    if (!user) throw new Error(`fake upstream: no user ${email}`);
+    return this.newAccessToken(user.id, ttlSeconds);
+  }
+
+  noteIssued(token: string): void {
+    this.remember(token);
+  }
+
+  user(email: string): FakeUser | undefined {
+    return this.usersByEmail.get(email.toLowerCase());
   }
 
   reset(): void {

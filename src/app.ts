@@ -7,6 +7,7 @@ import helmet from 'helmet';
 import type { AuthDialect } from './auth/dialect.js';
 import { createJsonDialect } from './auth/json-api.js';
 import { createNexudusDialect } from './auth/nexudus.js';
+import { createOidcProvider, type OidcProvider } from './auth/oidc.js';
 import type { Config } from './config.js';
 import { createIdleToucher } from './core/idle-touch.js';
 import { createLinkSigner } from './core/link-signing.js';
@@ -28,6 +29,7 @@ import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { newSessionId } from './store/keys.js';
 import { createMemoryTokenStore } from './store/memory-token-store.js';
+import { createOidcStore } from './store/oidc-store.js';
 import type { RedisClient } from './store/redis-client.js';
 import { createRedisTokenStore } from './store/redis-token-store.js';
 import { createTrackedTokenStore } from './store/tracked-token-store.js';
@@ -58,15 +60,15 @@ export interface Cloakroom {
   close(): Promise<void>;
 }
 
-function createDialect(config: Readonly<Config>, upstream: UpstreamClient): AuthDialect {
+function createDialect(config: Readonly<Config>, upstream: UpstreamClient): AuthDialect | OidcProvider {
   switch (config.authMode) {
     case 'json':
       return createJsonDialect(upstream, { loginPath: config.jsonLoginPath, refreshPath: config.jsonRefreshPath });
     case 'nexudus':
       return createNexudusDialect(upstream, { exchangeValidMinutes: config.exchangeValidMinutes });
     case 'oidc':
-      // OIDC is a later issue (authorization code + PKCE); refuse clearly rather than half-work.
-      throw new Error('AUTH_MODE=oidc is not available in this version');
+      if (!config.oidc) throw new Error('AUTH_MODE=oidc without its OIDC_* settings');
+      return createOidcProvider(config.oidc, config.upstreamTimeoutMs);
   }
 }
 
@@ -84,6 +86,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const store: TokenStore = tracked ?? redisStore ?? createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
+  const oidc = config.authMode === 'oidc' ? (dialect as OidcProvider) : null;
   const sealer = createTokenSealer(config.tokenKeys);
   const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
   const idleMs = config.idleTimeoutSeconds * 1000;
@@ -157,6 +160,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     next();
   };
   const antiForgery = (req: Request, _res: Response, next: NextFunction) => {
+    // Back-Channel Logout is called by the provider, server to server: it proves itself with a signed token.
+    if (oidc && req.path === '/backchannel-logout') return next();
     const safe = req.method === 'GET' || req.method === 'HEAD';
     next(checkAntiForgery(req, !safe) ?? undefined);
   };
@@ -172,6 +177,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     idleMs,
     absoluteMs,
     cookie: config.cookie,
+    ...(oidc ? { oidc: { provider: oidc, oidcStore: createOidcStore(deps.redis, clock), sealer } } : {}),
   }));
   app.use('/links', jsonHelmet, createLinkRoutes({
     signer: createLinkSigner({

@@ -21,11 +21,6 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  if (config.authMode === 'oidc') {
-    // Valid configuration, but this version has no OIDC dialect yet: say so the same way.
-    process.stderr.write('config error: AUTH_MODE: oidc is not available in this version (use nexudus or json)\n');
-    process.exit(1);
-  }
   const logger = createLogger(config.logLevel);
 
   if (config.redis.kind === 'memory') {

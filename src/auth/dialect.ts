@@ -31,7 +31,8 @@ export type RefreshOutcome =
 
 /** One upstream authentication protocol: nexudus, json or oidc. */
 export interface AuthDialect {
-  login(credentials: Credentials, clientId: string): Promise<LoginOutcome>;
+  /** Password sign-in (POST /auth/login); absent in oidc mode, where sign-in is a redirect. */
+  login?(credentials: Credentials, clientId: string): Promise<LoginOutcome>;
   refresh(refreshToken: string, clientId: string): Promise<RefreshOutcome>;
   /** Server-issued JWT (magic link, checkout) to a session; absent where the upstream has none. */
   exchange?(jwt: string, clientId: string): Promise<LoginOutcome>;

@@ -10,6 +10,7 @@ import type { TokenVault } from '../core/token-vault.js';
 import type { TokenStore } from '../store/token-store.js';
 import { failureToError } from '../upstream/client.js';
 import type { Metrics } from '../metrics.js';
+import { mountOidcRoutes, type OidcRouteDeps } from './oidc-routes.js';
 import '../session-data.js';
 
 export interface AuthRouteDeps {
@@ -23,6 +24,8 @@ export interface AuthRouteDeps {
   idleMs: number;
   absoluteMs: number;
   cookie: { name: string; secure: boolean; sameSite: 'lax' | 'strict' };
+  /** AUTH_MODE=oidc: sign-in by redirect, logout with the provider's logout URL, back-channel logout. */
+  oidc?: Pick<OidcRouteDeps, 'provider' | 'oidcStore' | 'sealer'>;
 }
 
 const regenerate = (req: Request) => new Promise<void>((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(err) : resolve())));
@@ -66,7 +69,15 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     await save(req);
   };
 
+  if (deps.oidc) {
+    const { store: tokenStore, toucher, metrics, absoluteMs, cookie } = deps;
+    mountOidcRoutes(router, { ...deps.oidc, store: tokenStore, toucher, metrics, absoluteMs, cookie, establishSession });
+  }
+
   router.post('/login', async (req: Request, res: Response) => {
+    // oidc mode signs in with GET /auth/login (a redirect to the provider).
+    const login = deps.dialect.login?.bind(deps.dialect);
+    if (!login) throw errors.notFound();
     const form = req.is('application/x-www-form-urlencoded') === 'application/x-www-form-urlencoded';
     const credentials = parseCredentials(req.body, form);
     const address = req.ip ?? 'unknown';
@@ -79,7 +90,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     }
     // Each session gets its own upstream client_id: one refresh token per client_id upstream.
     const clientId = randomUUID();
-    const outcome = await deps.dialect.login(credentials, clientId);
+    const outcome = await login(credentials, clientId);
     if (outcome.kind === 'failed') {
       await deps.throttle.release(credentials.email, address);
       throw failureToError(outcome.failure);
@@ -109,13 +120,21 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
   });
 
   router.post('/logout', async (req: Request, res: Response) => {
+    let logoutUrl: string | null = null;
     if (req.session.user) {
+      // oidc: the provider's logout URL, with this session's ID token as the hint. The local
+      // logout never waits on the provider: without its metadata the answer is still 204.
+      if (deps.oidc) {
+        const record = await vault.read(req.sessionID);
+        logoutUrl = record ? await deps.oidc.provider.endSessionUrl(record.idToken).catch(() => null) : null;
+      }
       deps.toucher.forget(req.sessionID);
       await store.destroy(req.sessionID);
       await destroy(req);
     }
     res.clearCookie(deps.cookie.name, { path: '/', httpOnly: true, secure: deps.cookie.secure, sameSite: deps.cookie.sameSite });
-    res.status(204).end();
+    if (logoutUrl) res.status(200).json({ logoutUrl });
+    else res.status(204).end();
   });
 
   router.get('/exchange', async (req: Request, res: Response) => {

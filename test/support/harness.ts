@@ -37,6 +37,8 @@ export interface Harness {
   signIn(instance: Instance, who?: { email: string; password: string }): Promise<ReturnType<typeof request.agent>>;
   /** Every token string found where it must not be: browser bytes, logs, Redis values. */
   findLeaks(): Promise<string[]>;
+  /** Text the contract lets reach the browser (oidc mode's `logoutUrl`, with its id_token_hint). */
+  allowInBrowser(text: string): void;
   close(): Promise<void>;
 }
 
@@ -163,6 +165,9 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
     start,
     signIn,
     findLeaks,
+    allowInBrowser: (text) => {
+      allowedLocations.push(text);
+    },
     close: async () => {
       for (const i of instances) await i.close();
       inspect.disconnect();

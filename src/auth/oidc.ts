@@ -1,0 +1,187 @@
+import * as client from 'openid-client';
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import type { OidcConfig } from '../config.js';
+import { AppError } from '../errors.js';
+import { failureToError, type UpstreamFailure } from '../upstream/client.js';
+import type { AuthDialect, RefreshOutcome, SessionUser, TokenSet } from './dialect.js';
+
+const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
+
+export type SignInOutcome =
+  | { kind: 'ok'; tokens: TokenSet; user: SessionUser; subject: string; providerSid: string | undefined }
+  | { kind: 'refused'; error: AppError }
+  | { kind: 'failed'; failure: UpstreamFailure };
+
+/**
+ * `AUTH_MODE=oidc`: authorization code + PKCE (S256), state and nonce, on openid-client.
+ * The provider's metadata is discovered on first use and kept; a failed discovery is tried
+ * again by the next request (502 until then), so cloakroom starts while the provider is down.
+ */
+export interface OidcProvider extends AuthDialect {
+  authorizationUrl(p: { state: string; nonce: string; codeChallenge: string }): Promise<URL>;
+  /** `callbackQuery`: the raw query string the provider sent the browser back with. */
+  completeSignIn(callbackQuery: string, checks: { codeVerifier: string; state: string; nonce: string }): Promise<SignInOutcome>;
+  /** The provider's end_session_endpoint with `id_token_hint`, or null when it has none. */
+  endSessionUrl(idToken: string | undefined): Promise<string | null>;
+  /** Back-Channel Logout 1.0: the token's `sid` and/or `sub`, or null when it is not valid. */
+  verifyLogoutToken(jwt: string): Promise<{ sid?: string; sub?: string } | null>;
+}
+
+/** Transport trouble (provider down, slow, garbage) versus a refusal the user must see. */
+function failureOf(err: unknown): UpstreamFailure {
+  const name = (err as { name?: string } | null)?.name;
+  const cause = (err as { cause?: { name?: string } } | null)?.cause?.name;
+  return name === 'TimeoutError' || cause === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'unavailable';
+}
+
+const isOAuthError = (err: unknown): err is client.ResponseBodyError | client.AuthorizationResponseError =>
+  err instanceof client.ResponseBodyError || err instanceof client.AuthorizationResponseError;
+
+export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProvider {
+  const issuer = new URL(cfg.issuer);
+  const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i.test(issuer.hostname);
+  let configuration: Promise<client.Configuration> | null = null;
+  let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
+
+  const discovered = (): Promise<client.Configuration> => {
+    configuration ??= client
+      .discovery(
+        issuer,
+        cfg.clientId,
+        undefined,
+        cfg.clientSecret ? client.ClientSecretPost(cfg.clientSecret) : client.None(),
+        // Config allows http only on a loopback host (development and tests).
+        { timeout: Math.ceil(timeoutMs / 1000), ...(loopback && issuer.protocol === 'http:' ? { execute: [client.allowInsecureRequests] } : {}) },
+      )
+      .then((c) => {
+        c.timeout = Math.ceil(timeoutMs / 1000);
+        return c;
+      })
+      .catch((err: unknown) => {
+        configuration = null;
+        throw err;
+      });
+    return configuration;
+  };
+
+  /** The provider's metadata, or the contract's 502/504 while it cannot be had. */
+  const discoveredOrFail = async (): Promise<client.Configuration> => {
+    try {
+      return await discovered();
+    } catch (err) {
+      throw failureToError(failureOf(err), err);
+    }
+  };
+
+  const tokenSet = (t: client.TokenEndpointResponse): TokenSet => ({
+    accessToken: t.access_token,
+    refreshToken: typeof t.refresh_token === 'string' && t.refresh_token !== '' ? t.refresh_token : null,
+    expiresInSeconds: typeof t.expires_in === 'number' && t.expires_in > 0 ? t.expires_in : 300,
+    ...(typeof t.id_token === 'string' ? { idToken: t.id_token } : {}),
+  });
+
+  return {
+    async authorizationUrl({ state, nonce, codeChallenge }) {
+      const c = await discoveredOrFail();
+      return client.buildAuthorizationUrl(c, {
+        redirect_uri: cfg.redirectUri,
+        scope: cfg.scopes,
+        response_type: 'code',
+        code_challenge: codeChallenge,
+        code_challenge_method: 'S256',
+        state,
+        nonce,
+      });
+    },
+
+    async completeSignIn(callbackQuery, checks) {
+      let c: client.Configuration;
+      try {
+        c = await discovered();
+      } catch (err) {
+        return { kind: 'failed', failure: failureOf(err) };
+      }
+      const current = new URL(cfg.redirectUri);
+      current.search = callbackQuery;
+      let tokens: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers;
+      try {
+        tokens = await client.authorizationCodeGrant(c, current, {
+          pkceCodeVerifier: checks.codeVerifier,
+          expectedState: checks.state,
+          expectedNonce: checks.nonce,
+          idTokenExpected: true,
+        });
+      } catch (err) {
+        if (isOAuthError(err)) {
+          return { kind: 'refused', error: new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`) };
+        }
+        // An ID token that fails validation (signature, nonce, audience) is a refused sign-in too.
+        if (err instanceof client.ClientError) return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The provider’s answer did not validate.') };
+        return { kind: 'failed', failure: failureOf(err) };
+      }
+      const claims = tokens.claims();
+      if (!claims) return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The provider sent no ID token.') };
+      let email = typeof claims.email === 'string' ? claims.email : null;
+      let name = typeof claims.name === 'string' ? claims.name : null;
+      if ((email === null || name === null) && c.serverMetadata().userinfo_endpoint) {
+        try {
+          const info = await client.fetchUserInfo(c, tokens.access_token, claims.sub);
+          email ??= typeof info.email === 'string' ? info.email : null;
+          name ??= typeof info.name === 'string' ? info.name : null;
+        } catch (err) {
+          if (!isOAuthError(err) && !(err instanceof client.ClientError)) return { kind: 'failed', failure: failureOf(err) };
+          // A userinfo refusal leaves the claims as the ID token had them.
+        }
+      }
+      return {
+        kind: 'ok',
+        tokens: tokenSet(tokens),
+        user: { id: claims.sub, email, fullName: name },
+        subject: claims.sub,
+        providerSid: typeof claims.sid === 'string' ? claims.sid : undefined,
+      };
+    },
+
+    async refresh(refreshToken): Promise<RefreshOutcome> {
+      try {
+        const c = await discovered();
+        return { kind: 'ok', tokens: tokenSet(await client.refreshTokenGrant(c, refreshToken)) };
+      } catch (err) {
+        // Like the other modes: only a refused grant or client ends the session.
+        if (err instanceof client.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'invalid_client')) return { kind: 'refused' };
+        return { kind: 'failed', failure: failureOf(err) };
+      }
+    },
+
+    async endSessionUrl(idToken) {
+      const c = await discoveredOrFail();
+      if (!c.serverMetadata().end_session_endpoint) return null;
+      return client
+        .buildEndSessionUrl(c, {
+          ...(idToken ? { id_token_hint: idToken } : {}),
+          ...(cfg.postLogoutRedirectUri ? { post_logout_redirect_uri: cfg.postLogoutRedirectUri } : {}),
+        })
+        .toString();
+    },
+
+    async verifyLogoutToken(jwt) {
+      const c = await discoveredOrFail();
+      const meta = c.serverMetadata();
+      if (!meta.jwks_uri) return null;
+      jwks ??= createRemoteJWKSet(new URL(meta.jwks_uri));
+      try {
+        // jose never accepts alg "none" here; iss, aud, exp (when present) and iat are checked.
+        const { payload } = await jwtVerify(jwt, jwks, { issuer: meta.issuer, audience: cfg.clientId, requiredClaims: ['iat'] });
+        const events = payload['events'];
+        if (typeof events !== 'object' || events === null || typeof (events as Record<string, unknown>)[LOGOUT_EVENT] !== 'object') return null;
+        if (payload['nonce'] !== undefined) return null;
+        const sid = typeof payload['sid'] === 'string' && payload['sid'] !== '' ? payload['sid'] : undefined;
+        const sub = typeof payload.sub === 'string' && payload.sub !== '' ? payload.sub : undefined;
+        if (!sid && !sub) return null;
+        return { ...(sid ? { sid } : {}), ...(sub ? { sub } : {}) };
+      } catch {
+        return null;
+      }
+    },
+  };
+}

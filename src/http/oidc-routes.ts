@@ -1,0 +1,110 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Request, Response, Router } from 'express';
+import { parse as parseCookies } from 'cookie';
+import * as oauth from 'openid-client';
+import type { OidcProvider } from '../auth/oidc.js';
+import type { SessionUser, TokenSet } from '../auth/dialect.js';
+import { AppError, errors } from '../errors.js';
+import type { IdleToucher } from '../core/idle-touch.js';
+import { escapeUrlUnsafeChars } from '../core/link-urls.js';
+import { resolveReturnTo } from '../core/redirects.js';
+import type { TokenSealer } from '../core/token-crypto.js';
+import type { Metrics } from '../metrics.js';
+import type { OidcStore } from '../store/oidc-store.js';
+import type { TokenStore } from '../store/token-store.js';
+import { failureToError } from '../upstream/client.js';
+
+/** How long a started sign-in may take at the provider. */
+const ATTEMPT_TTL_MS = 10 * 60_000;
+
+export interface OidcRouteDeps {
+  provider: OidcProvider;
+  oidcStore: OidcStore;
+  sealer: TokenSealer;
+  store: TokenStore;
+  toucher: IdleToucher;
+  metrics: Metrics;
+  absoluteMs: number;
+  cookie: { name: string; secure: boolean };
+  establishSession(req: Request, init: { tokens: TokenSet; user: SessionUser; clientId: string; remember: boolean }): Promise<void>;
+}
+
+interface Attempt {
+  /** The browser it was started in (its binding cookie). */
+  b: string;
+  v: string;
+  n: string;
+  r: string;
+}
+
+const invalidState = () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.');
+
+/**
+ * `GET /auth/login`, `GET /auth/callback`, `POST /auth/backchannel-logout` (AUTH_MODE=oidc).
+ *
+ * A started sign-in is kept server-side under its `state` (PKCE verifier, nonce, returnTo; sealed
+ * like tokens), single use, for ten minutes, and bound to the browser by a random id in a
+ * short-lived cookie. Tabs share that id, so sign-ins started in several tabs each complete; a
+ * callback in another browser, or a state used once already, answers 400 `invalid_state`.
+ */
+export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
+  const { provider, oidcStore, sealer } = deps;
+  // SameSite=Lax whatever COOKIE_SAMESITE says: the callback is a top-level navigation that
+  // comes from the provider's site, and a Strict cookie would not come with it.
+  const bindingCookie = `${deps.cookie.name}-login`;
+  const bindingOptions = { httpOnly: true, path: '/', secure: deps.cookie.secure, sameSite: 'lax' as const, maxAge: ATTEMPT_TTL_MS };
+  const attemptAad = (state: string) => `oidc-attempt:${state}`;
+  const bindingOf = (req: Request): string | undefined => {
+    const value = req.headers.cookie ? parseCookies(req.headers.cookie)[bindingCookie] : undefined;
+    return value !== undefined && /^[A-Za-z0-9_-]{43}$/.test(value) ? value : undefined;
+  };
+
+  router.get('/login', async (req: Request, res: Response) => {
+    const target = resolveReturnTo((req.query as Record<string, unknown>).returnTo);
+    if (!target.ok) throw errors.invalidRedirect('returnTo');
+    const binding = bindingOf(req) ?? randomBytes(32).toString('base64url');
+    const state = oauth.randomState();
+    const nonce = oauth.randomNonce();
+    const verifier = oauth.randomPKCECodeVerifier();
+    const url = await provider.authorizationUrl({ state, nonce, codeChallenge: await oauth.calculatePKCECodeChallenge(verifier) });
+    const attempt: Attempt = { b: binding, v: verifier, n: nonce, r: target.path };
+    await oidcStore.putAttempt(state, sealer.seal(JSON.stringify(attempt), attemptAad(state)), ATTEMPT_TTL_MS);
+    res.cookie(bindingCookie, binding, bindingOptions);
+    res.status(302).set('Location', url.toString()).end();
+  });
+
+  router.get('/callback', async (req: Request, res: Response) => {
+    const state = (req.query as Record<string, unknown>).state;
+    const binding = bindingOf(req);
+    if (typeof state !== 'string' || state === '' || state.length > 512 || !binding) throw invalidState();
+    const sealed = await oidcStore.takeAttempt(state);
+    const opened = sealed === null ? null : sealer.open(sealed, attemptAad(state));
+    const attempt = opened === null ? null : (JSON.parse(opened) as Attempt);
+    if (!attempt || attempt.b !== binding) throw invalidState();
+    const q = req.originalUrl.indexOf('?');
+    const outcome = await provider.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
+    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'refused') {
+      deps.metrics.logins.inc({ outcome: outcome.error.code });
+      throw outcome.error;
+    }
+    await deps.establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId: randomUUID(), remember: false });
+    await oidcStore.index(req.sessionID, { sid: outcome.providerSid, sub: outcome.subject }, deps.absoluteMs);
+    deps.metrics.logins.inc({ outcome: 'ok' });
+    res.status(302).set('Location', escapeUrlUnsafeChars(attempt.r)).end();
+  });
+
+  // No anti-forgery header here: the provider calls it, not a browser (app.ts lets it through).
+  router.post('/backchannel-logout', async (req: Request, res: Response) => {
+    const token = (req.body as Record<string, unknown> | undefined)?.logout_token;
+    if (typeof token !== 'string' || token === '' || token.length > 8192) throw errors.invalidRequest('logout_token is required (form field).');
+    const claims = await provider.verifyLogoutToken(token);
+    if (!claims) throw errors.invalidRequest('The logout token is not valid.');
+    const sessions = claims.sid ? await oidcStore.takeSessions({ sid: claims.sid }) : await oidcStore.takeSessions({ sub: claims.sub ?? '' });
+    for (const sid of sessions) {
+      deps.toucher.forget(sid);
+      await deps.store.destroy(sid);
+    }
+    res.status(200).set('Cache-Control', 'no-store').end();
+  });
+}

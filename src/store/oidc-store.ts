@@ -1,0 +1,90 @@
+import { createHash } from 'node:crypto';
+import { StoreError } from '../errors.js';
+import type { RedisClient } from './redis-client.js';
+
+/**
+ * What OIDC mode keeps besides sessions: login attempts in flight (by `state`, single use) and
+ * which of our sessions belong to a provider session (`sid`) or subject (`sub`), for
+ * Back-Channel Logout. Keys hold a digest of the provider's values, never the values (no stray
+ * `{`/`}` hash tags, nothing personal). Each key stands alone, so this works on a Cluster.
+ */
+export interface OidcStore {
+  putAttempt(state: string, sealed: string, ttlMs: number): Promise<void>;
+  /** The attempt, removed in the same command: a state works once. */
+  takeAttempt(state: string): Promise<string | null>;
+  index(sessionId: string, owners: { sid?: string | undefined; sub: string }, ttlMs: number): Promise<void>;
+  /** Every session indexed under the provider session (or subject), forgotten as they are returned. */
+  takeSessions(owner: { sid: string } | { sub: string }): Promise<string[]>;
+}
+
+const digest = (v: string) => createHash('sha256').update(v).digest('base64url');
+const attemptKey = (state: string) => `cr:oidc:att:${digest(state)}`;
+const ownerKey = (owner: { sid: string } | { sub: string }) => ('sid' in owner ? `cr:oidc:sid:${digest(owner.sid)}` : `cr:oidc:sub:${digest(owner.sub)}`);
+
+export function createOidcStore(client: RedisClient | null, clock: () => number = Date.now): OidcStore {
+  return client ? redisOidcStore(client) : memoryOidcStore(clock);
+}
+
+function redisOidcStore(client: RedisClient): OidcStore {
+  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new StoreError(err);
+    }
+  };
+  const ms = (ttlMs: number) => Math.max(1, Math.ceil(ttlMs));
+  return {
+    putAttempt: (state, sealed, ttlMs) =>
+      guard(async () => {
+        await client.set(attemptKey(state), sealed, 'PX', ms(ttlMs));
+      }),
+    takeAttempt: (state) => guard(() => client.getdel(attemptKey(state))),
+    index: (sessionId, owners, ttlMs) =>
+      guard(async () => {
+        const keys = [ownerKey({ sub: owners.sub }), ...(owners.sid ? [ownerKey({ sid: owners.sid })] : [])];
+        // One MULTI per key: the keys may live on different Cluster slots.
+        await Promise.all(keys.map((k) => client.multi().sadd(k, sessionId).pexpire(k, ms(ttlMs)).exec()));
+      }),
+    takeSessions: (owner) =>
+      guard(async () => {
+        const k = ownerKey(owner);
+        const results = (await client.multi().smembers(k).del(k).exec()) ?? [];
+        const [err, members] = results[0] ?? [null, []];
+        if (err) throw err;
+        return (members as string[] | null) ?? [];
+      }),
+  };
+}
+
+function memoryOidcStore(clock: () => number): OidcStore {
+  const attempts = new Map<string, { value: string; until: number }>();
+  const owners = new Map<string, { ids: Set<string>; until: number }>();
+  return {
+    putAttempt: async (state, sealed, ttlMs) => {
+      // Development store: abandoned sign-ins are swept once there are many.
+      if (attempts.size >= 10_000) for (const [k, v] of attempts) if (v.until <= clock()) attempts.delete(k);
+      attempts.set(attemptKey(state), { value: sealed, until: clock() + ttlMs });
+    },
+    takeAttempt: async (state) => {
+      const k = attemptKey(state);
+      const hit = attempts.get(k);
+      attempts.delete(k);
+      return hit && hit.until > clock() ? hit.value : null;
+    },
+    index: async (sessionId, o, ttlMs) => {
+      for (const k of [ownerKey({ sub: o.sub }), ...(o.sid ? [ownerKey({ sid: o.sid })] : [])]) {
+        const entry = owners.get(k) ?? { ids: new Set<string>(), until: 0 };
+        entry.ids.add(sessionId);
+        entry.until = clock() + ttlMs;
+        owners.set(k, entry);
+      }
+    },
+    takeSessions: async (owner) => {
+      const k = ownerKey(owner);
+      const entry = owners.get(k);
+      owners.delete(k);
+      return entry && entry.until > clock() ? [...entry.ids] : [];
+    },
+  };
+}

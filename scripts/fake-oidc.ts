@@ -36,6 +36,8 @@ export interface FakeOidc {
   accessTokenTtlSeconds: number;
   /** Leave email and name out of the ID token, so they must come from userinfo. */
   idTokenWithoutProfile: boolean;
+  /** The next token endpoint answers fail this way (one per request, in order). */
+  readonly tokenFaults: ('http500' | 'garbage')[];
   /** The authorization endpoint's last redirect target and the query it was asked with. */
   readonly lastAuthorization: URLSearchParams | undefined;
   /** The provider session (`sid`) of the last sign-in. */
@@ -79,6 +81,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
   let lastAuthorization: URLSearchParams | undefined;
   let lastSid: string | undefined;
 
+  const tokenFaults: ('http500' | 'garbage')[] = [];
   const state = {
     loginAs: 'demo@example.com',
     accessTokenTtlSeconds: 3600,
@@ -157,6 +160,13 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
     }
     if (url.pathname === '/token' && req.method === 'POST') {
       const form = await readForm(req);
+      const fault = tokenFaults.shift();
+      if (fault === 'http500') return send(res, 500, { error: 'server_error' });
+      if (fault === 'garbage') {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end('<html>maintenance</html>');
+        return;
+      }
       if (!clientAuthenticated(req, form)) return send(res, 401, { error: 'invalid_client' });
       if (form.get('grant_type') === 'authorization_code') {
         const rec = codes.get(form.get('code') ?? '');
@@ -225,6 +235,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
     set idTokenWithoutProfile(v: boolean) {
       state.idTokenWithoutProfile = v;
     },
+    tokenFaults,
     get lastAuthorization() {
       return lastAuthorization;
     },

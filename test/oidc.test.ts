@@ -187,6 +187,28 @@ describe('oidc faults', () => {
     expect((await request(instance.url).get('/healthz')).status).toBe(200);
   });
 
+  it('answers_502_when_the_provider_fails_at_the_token_endpoint_and_keeps_the_session_on_a_failed_refresh', async () => {
+    for (const fault of ['http500', 'garbage'] as const) {
+      const browser = request.agent(app.url);
+      const callback = await atProvider(await startSignIn(browser));
+      idp.tokenFaults.push(fault);
+      const res = await browser.get(callback);
+      expect({ fault, status: res.status, error: res.body.error }).toEqual({ fault, status: 502, error: 'upstream_unavailable' });
+    }
+    idp.accessTokenTtlSeconds = 1;
+    try {
+      const browser = await signIn(app);
+      await sleep(1200);
+      idp.tokenFaults.push('http500');
+      const failed = await api(browser);
+      expect({ status: failed.status, error: failed.body.error }).toEqual({ status: 502, error: 'upstream_unavailable' });
+      // Kept: the next request refreshes and goes through.
+      expect((await api(browser)).status).toBe(200);
+    } finally {
+      idp.accessTokenTtlSeconds = 3600;
+    }
+  });
+
   it('answers_503_session_store_unavailable_at_sign_in_and_callback_while_redis_hangs', async () => {
     const browser = request.agent(app.url);
     const callback = await atProvider(await startSignIn(browser));

@@ -34,8 +34,26 @@ function failureOf(err: unknown): UpstreamFailure {
   return name === 'TimeoutError' || cause === 'TimeoutError' || name === 'AbortError' ? 'timeout' : 'unavailable';
 }
 
-const isOAuthError = (err: unknown): err is client.ResponseBodyError | client.AuthorizationResponseError =>
-  err instanceof client.ResponseBodyError || err instanceof client.AuthorizationResponseError;
+// What openid-client reports when the provider's answer is broken rather than a refusal.
+const BROKEN_ANSWER = new Set(['OAUTH_RESPONSE_IS_NOT_CONFORM', 'OAUTH_RESPONSE_IS_NOT_JSON', 'OAUTH_PARSE_ERROR']);
+
+/**
+ * A refusal the browser should see (the provider said no, or its ID token did not validate)
+ * or null for trouble on the way (provider down, 5xx, garbage): 502/504, as in the other modes.
+ */
+function refusalOf(err: unknown): AppError | null {
+  if (err instanceof client.ResponseBodyError) {
+    if (err.status >= 500 || err.error === 'server_error' || err.error === 'temporarily_unavailable') return null;
+    return new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`);
+  }
+  if (err instanceof client.AuthorizationResponseError) {
+    return new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`);
+  }
+  if (err instanceof client.ClientError && !BROKEN_ANSWER.has(err.code ?? '')) {
+    return new AppError(401, 'invalid_grant', 'The provider’s answer did not validate.');
+  }
+  return null;
+}
 
 export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProvider {
   const issuer = new URL(cfg.issuer);
@@ -112,12 +130,9 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
           idTokenExpected: true,
         });
       } catch (err) {
-        if (isOAuthError(err)) {
-          return { kind: 'refused', error: new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`) };
-        }
         // An ID token that fails validation (signature, nonce, audience) is a refused sign-in too.
-        if (err instanceof client.ClientError) return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The provider’s answer did not validate.') };
-        return { kind: 'failed', failure: failureOf(err) };
+        const refusal = refusalOf(err);
+        return refusal ? { kind: 'refused', error: refusal } : { kind: 'failed', failure: failureOf(err) };
       }
       const claims = tokens.claims();
       if (!claims) return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The provider sent no ID token.') };
@@ -129,8 +144,8 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
           email ??= typeof info.email === 'string' ? info.email : null;
           name ??= typeof info.name === 'string' ? info.name : null;
         } catch (err) {
-          if (!isOAuthError(err) && !(err instanceof client.ClientError)) return { kind: 'failed', failure: failureOf(err) };
-          // A userinfo refusal leaves the claims as the ID token had them.
+          // A userinfo refusal leaves the claims as the ID token had them; trouble is trouble.
+          if (!refusalOf(err)) return { kind: 'failed', failure: failureOf(err) };
         }
       }
       return {

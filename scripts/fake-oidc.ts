@@ -31,6 +31,8 @@ export interface FakeOidc {
   readonly issuer: string;
   readonly clientId: string;
   readonly stats: { authorizations: number; codeGrants: number; refreshGrants: number; userinfo: number };
+  /** How the client authenticated at the token endpoint last time. */
+  readonly lastClientAuth: 'basic' | 'post' | 'none' | undefined;
   /** Who the authorization endpoint signs in. */
   loginAs: string;
   accessTokenTtlSeconds: number;
@@ -80,6 +82,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
   let issuer = '';
   let lastAuthorization: URLSearchParams | undefined;
   let lastSid: string | undefined;
+  let lastClientAuth: 'basic' | 'post' | 'none' | undefined;
 
   const tokenFaults: ('http500' | 'garbage')[] = [];
   const state = {
@@ -111,6 +114,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
     const basic = /^Basic\s+(\S+)$/i.exec(req.headers.authorization ?? '');
     let id = form.get('client_id');
     let secret = form.get('client_secret');
+    lastClientAuth = basic?.[1] ? 'basic' : secret ? 'post' : 'none';
     if (basic?.[1]) {
       const [u, p] = Buffer.from(basic[1], 'base64').toString('utf8').split(':');
       id = decodeURIComponent(u ?? '');
@@ -236,6 +240,9 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
       state.idTokenWithoutProfile = v;
     },
     tokenFaults,
+    get lastClientAuth() {
+      return lastClientAuth;
+    },
     get lastAuthorization() {
       return lastAuthorization;
     },

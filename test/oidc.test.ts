@@ -95,8 +95,10 @@ describe('oidc sign-in', () => {
 
     const before = idp.stats.codeGrants;
     const done = await browser.get(await atProvider(authorize));
-    // The provider checked the verifier against the challenge (it refuses a wrong one).
+    // The provider checked the verifier against the challenge (it refuses a wrong one), and the
+    // client secret, sent as HTTP Basic (the method every provider must support).
     expect(idp.stats.codeGrants).toBe(before + 1);
+    expect(idp.lastClientAuth).toBe('basic');
     expect(done.status).toBe(302);
     expect(done.headers.location).toBe('/en/invoices?tab=open');
     const cookies = ([] as string[]).concat(done.headers['set-cookie'] ?? []);
@@ -167,6 +169,18 @@ describe('oidc sign-in', () => {
       expect((await browser.get('/auth/session')).body.user).toEqual({ id: idp.subjectOf('demo@example.com'), email: 'demo@example.com', fullName: 'Demo User' });
     } finally {
       idp.idTokenWithoutProfile = false;
+    }
+  });
+
+  it('signs_in_as_a_public_client_with_pkce_alone_when_no_client_secret_is_set', async () => {
+    const publicIdp = await startFakeOidc({ upstream: h.upstream });
+    try {
+      const { OIDC_CLIENT_SECRET: _secret, ...env } = oidcEnv(publicIdp);
+      const browser = await signIn(await h.start(env));
+      expect(publicIdp.lastClientAuth).toBe('none');
+      expect((await api(browser)).status).toBe(200);
+    } finally {
+      await publicIdp.close();
     }
   });
 

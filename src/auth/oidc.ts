@@ -67,7 +67,8 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
         issuer,
         cfg.clientId,
         undefined,
-        cfg.clientSecret ? client.ClientSecretPost(cfg.clientSecret) : client.None(),
+        // client_secret_basic: the one method RFC 6749 says every provider must support.
+        cfg.clientSecret ? client.ClientSecretBasic(cfg.clientSecret) : client.None(),
         // Config allows http only on a loopback host (development and tests).
         { timeout: Math.ceil(timeoutMs / 1000), ...(loopback && issuer.protocol === 'http:' ? { execute: [client.allowInsecureRequests] } : {}) },
       )

@@ -203,7 +203,8 @@ function parseTrustProxy(v: string): boolean | number | string {
   return v;
 }
 
-function isLoopbackHost(hostname: string): boolean {
+/** `localhost`, `127.0.0.0/8` or `[::1]`: where the contract allows an http OIDC issuer. */
+export function isLoopbackHost(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 

@@ -1,6 +1,6 @@
 import * as client from 'openid-client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
-import type { OidcConfig } from '../config.js';
+import { isLoopbackHost, type OidcConfig } from '../config.js';
 import { AppError } from '../errors.js';
 import { failureToError, type UpstreamFailure } from '../upstream/client.js';
 import type { AuthDialect, RefreshOutcome, SessionUser, TokenSet } from './dialect.js';
@@ -57,7 +57,6 @@ function refusalOf(err: unknown): AppError | null {
 
 export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProvider {
   const issuer = new URL(cfg.issuer);
-  const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i.test(issuer.hostname);
   let configuration: Promise<client.Configuration> | null = null;
   let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
 
@@ -70,7 +69,7 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
         // client_secret_basic: the one method RFC 6749 says every provider must support.
         cfg.clientSecret ? client.ClientSecretBasic(cfg.clientSecret) : client.None(),
         // Config allows http only on a loopback host (development and tests).
-        { timeout: Math.ceil(timeoutMs / 1000), ...(loopback && issuer.protocol === 'http:' ? { execute: [client.allowInsecureRequests] } : {}) },
+        { timeout: Math.ceil(timeoutMs / 1000), ...(issuer.protocol === 'http:' && isLoopbackHost(issuer.hostname) ? { execute: [client.allowInsecureRequests] } : {}) },
       )
       .then((c) => {
         c.timeout = Math.ceil(timeoutMs / 1000);

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Redis } from 'ioredis';
 import request from 'supertest';
+import { startFakeOidc } from '../scripts/fake-oidc.js';
 import { startCluster, type RedisServer } from '../scripts/redis-server.js';
 import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
@@ -109,6 +110,38 @@ describe('Redis Cluster', () => {
       }
     } finally {
       h.upstream.accessTokenTtlSeconds = 3600;
+    }
+  });
+
+  it('runs_oidc_sign_in_and_back_channel_logout_on_the_cluster', async () => {
+    const idp = await startFakeOidc({ upstream: h.upstream });
+    try {
+      const nodes = cluster.nodes.map((n) => `127.0.0.1:${n.port}`).join(',');
+      const instance = await h.start({
+        REDIS_URL: '',
+        REDIS_CLUSTER_NODES: nodes,
+        AUTH_MODE: 'oidc',
+        OIDC_ISSUER: idp.issuer,
+        OIDC_CLIENT_ID: idp.clientId,
+        OIDC_REDIRECT_URI: 'https://app.example.test/auth/callback',
+      });
+      const browser = request.agent(instance.url);
+      const start = await browser.get('/auth/login');
+      const atIdp = await fetch(start.headers.location as string, { redirect: 'manual' });
+      const back = new URL(atIdp.headers.get('location') ?? '');
+      const callback = `${back.pathname}${back.search}`;
+      expect((await browser.get(callback)).status).toBe(302);
+      // Single use on the cluster too.
+      expect((await browser.get(callback)).body.error).toBe('invalid_state');
+      expect((await browser.get('/api/data').set('X-CSRF', '1')).status).toBe(200);
+      const logout = await request(instance.url)
+        .post('/auth/backchannel-logout')
+        .type('form')
+        .send({ logout_token: await idp.logoutToken({ sid: idp.lastSid as string, sub: idp.subjectOf('demo@example.com') }) });
+      expect(logout.status).toBe(200);
+      expect((await browser.get('/api/data').set('X-CSRF', '1')).status).toBe(401);
+    } finally {
+      await idp.close();
     }
   });
 

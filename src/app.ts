@@ -60,15 +60,16 @@ export interface Cloakroom {
   close(): Promise<void>;
 }
 
-function createDialect(config: Readonly<Config>, upstream: UpstreamClient): AuthDialect | OidcProvider {
+/** The password dialects; oidc mode's provider is made by createApp, which needs its routes too. */
+function createDialect(config: Readonly<Config>, upstream: UpstreamClient, oidc: OidcProvider | null): AuthDialect {
   switch (config.authMode) {
     case 'json':
       return createJsonDialect(upstream, { loginPath: config.jsonLoginPath, refreshPath: config.jsonRefreshPath });
     case 'nexudus':
       return createNexudusDialect(upstream, { exchangeValidMinutes: config.exchangeValidMinutes });
     case 'oidc':
-      if (!config.oidc) throw new Error('AUTH_MODE=oidc without its OIDC_* settings');
-      return createOidcProvider(config.oidc, config.upstreamTimeoutMs);
+      if (!oidc) throw new Error('AUTH_MODE=oidc without its OIDC_* settings');
+      return oidc;
   }
 }
 
@@ -85,8 +86,8 @@ export function createApp(deps: AppDeps): Cloakroom {
   const tracked = deps.redis instanceof Redis && redisStore ? createTrackedTokenStore(redisStore, deps.redis) : null;
   const store: TokenStore = tracked ?? redisStore ?? createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
-  const dialect = createDialect(config, upstream);
-  const oidc = config.authMode === 'oidc' ? (dialect as OidcProvider) : null;
+  const oidc = config.authMode === 'oidc' && config.oidc ? createOidcProvider(config.oidc, config.upstreamTimeoutMs) : null;
+  const dialect = createDialect(config, upstream, oidc);
   const sealer = createTokenSealer(config.tokenKeys);
   const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
   const idleMs = config.idleTimeoutSeconds * 1000;

@@ -45,6 +45,7 @@ export const errors = {
   invalidPath: () => new AppError(400, 'invalid_path', 'The path is not allowed.'),
   invalidRedirect: (param: 'returnTo' | 'redirectUrl') => new AppError(400, 'invalid_redirect', `${param} must be a local path such as /en/invoices.`),
   notFound: () => new AppError(404, 'not_found', 'No such route.'),
+  invalidState: () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.'),
 } as const;
 
 /** Marks an error raised by the session store (Redis), so the error handler can answer 503. */

@@ -42,11 +42,8 @@ const BROKEN_ANSWER = new Set(['OAUTH_RESPONSE_IS_NOT_CONFORM', 'OAUTH_RESPONSE_
  * or null for trouble on the way (provider down, 5xx, garbage): 502/504, as in the other modes.
  */
 function refusalOf(err: unknown): AppError | null {
-  if (err instanceof client.ResponseBodyError) {
-    if (err.status >= 500 || err.error === 'server_error' || err.error === 'temporarily_unavailable') return null;
-    return new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`);
-  }
-  if (err instanceof client.AuthorizationResponseError) {
+  if (err instanceof client.ResponseBodyError && (err.status >= 500 || err.error === 'server_error' || err.error === 'temporarily_unavailable')) return null;
+  if (err instanceof client.ResponseBodyError || err instanceof client.AuthorizationResponseError) {
     return new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`);
   }
   if (err instanceof client.ClientError && !BROKEN_ANSWER.has(err.code ?? '')) {

@@ -4,7 +4,7 @@ import { parse as parseCookies } from 'cookie';
 import * as oauth from 'openid-client';
 import type { OidcProvider } from '../auth/oidc.js';
 import type { SessionUser, TokenSet } from '../auth/dialect.js';
-import { AppError, errors } from '../errors.js';
+import { errors } from '../errors.js';
 import type { IdleToucher } from '../core/idle-touch.js';
 import { escapeUrlUnsafeChars } from '../core/link-urls.js';
 import { resolveReturnTo } from '../core/redirects.js';
@@ -36,8 +36,6 @@ interface Attempt {
   n: string;
   r: string;
 }
-
-const invalidState = () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.');
 
 /**
  * `GET /auth/login`, `GET /auth/callback`, `POST /auth/backchannel-logout` (AUTH_MODE=oidc).
@@ -76,11 +74,11 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
   router.get('/callback', async (req: Request, res: Response) => {
     const state = (req.query as Record<string, unknown>).state;
     const binding = bindingOf(req);
-    if (typeof state !== 'string' || state === '' || state.length > 512 || !binding) throw invalidState();
+    if (typeof state !== 'string' || state === '' || state.length > 512 || !binding) throw errors.invalidState();
     const sealed = await oidcStore.takeAttempt(state);
     const opened = sealed === null ? null : sealer.open(sealed, attemptAad(state));
     const attempt = opened === null ? null : (JSON.parse(opened) as Attempt);
-    if (!attempt || attempt.b !== binding) throw invalidState();
+    if (!attempt || attempt.b !== binding) throw errors.invalidState();
     const q = req.originalUrl.indexOf('?');
     const outcome = await provider.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
     if (outcome.kind === 'failed') throw failureToError(outcome.failure);

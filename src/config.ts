@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import express from 'express';
 import { z } from 'zod';
 import { compileDownloadPaths } from './core/upstream-paths.js';
 
@@ -53,9 +55,17 @@ export interface Config {
   jsonLoginPath: string;
   jsonRefreshPath: string;
   exchangeValidMinutes: number;
+  /** The whole shutdown, from the signal to exit (drain included), stays within this. */
   shutdownTimeoutMs: number;
+  /** After the signal, readiness is 503 this long before the listener closes. */
+  shutdownDelayMs: number;
+  /** When set, /metrics is served on this port only. */
+  metricsPort?: number;
   oidc?: OidcConfig;
 }
+
+/** Seconds readiness is 503 before the listener closes, so a load balancer can stop sending (production default). */
+export const DEFAULT_PRODUCTION_SHUTDOWN_DELAY = 2;
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -67,6 +77,9 @@ export class ConfigError extends Error {
 }
 
 type Env = Record<string, string | undefined>;
+
+/** 100 years: past that, epoch-millisecond arithmetic on a session's end stops being meaningful. */
+const MAX_TIMEOUT_SECONDS = 3_153_600_000;
 
 const intIn = (min: number, max: number) =>
   z
@@ -152,8 +165,9 @@ const schema = z.object({
     .regex(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, 'must be a cookie token (letters, digits, !#$%&\'*+-.^_`|~)')
     .default('bff.sid'),
   COOKIE_SAMESITE: z.enum(['lax', 'strict']).default('lax'),
-  SESSION_IDLE_TIMEOUT: intIn(60, 31_536_000).default(28_800),
-  SESSION_ABSOLUTE_TIMEOUT: intIn(60, 31_536_000).default(1_296_000),
+  // Any whole number of seconds from 1: short values are how operators try timeouts out in staging.
+  SESSION_IDLE_TIMEOUT: intIn(1, MAX_TIMEOUT_SECONDS).default(28_800),
+  SESSION_ABSOLUTE_TIMEOUT: intIn(1, MAX_TIMEOUT_SECONDS).default(1_296_000),
   REFRESH_SKEW: intIn(0, 3600).default(60),
   PORTAL_URL: httpUrl.optional(),
   PORTAL_LOGIN_PATH: z.string().startsWith('/', 'must start with /').default('/user/login?server=true'),
@@ -179,15 +193,28 @@ const schema = z.object({
     .transform(list)
     .refine((os) => os.every((o) => URL.canParse(o) && new URL(o).origin === o), 'must be a comma list of origins like https://app.example.com')
     .optional(),
-  TRUST_PROXY: z.string().default('false'),
+  TRUST_PROXY: z
+    .string()
+    // Express's own compiler is the judge: a value it refuses must stop the start, not the first request.
+    .refine((v) => {
+      try {
+        express().set('trust proxy', parseTrustProxy(v));
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'must be true, false, a hop count, or a comma list of addresses, CIDR ranges or loopback/linklocal/uniquelocal')
+    .default('false'),
   UPSTREAM_TIMEOUT: intIn(1, 600).default(30),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOGIN_MAX_FAILURES: intIn(1, 100_000).default(10),
-  STATIC_DIR: z.string().min(1).optional(),
+  STATIC_DIR: z.string().min(1).refine(isReadableFolder, 'must be a readable folder (the SPA\'s built files)').optional(),
+  METRICS_PORT: intIn(1, 65535).optional(),
   JSON_LOGIN_PATH: z.string().startsWith('/', 'must start with /').default('/api/login'),
   JSON_REFRESH_PATH: z.string().startsWith('/', 'must start with /').default('/api/login/refresh-token'),
   EXCHANGE_VALID_MINUTES: intIn(1, 43_200).default(60),
-  SHUTDOWN_TIMEOUT: intIn(0, 600).default(10),
+  SHUTDOWN_TIMEOUT: intIn(1, 600).default(10),
+  SHUTDOWN_DELAY: intIn(0, 600).optional(),
   OIDC_ISSUER: z.string().optional(),
   OIDC_CLIENT_ID: z.string().min(1).optional(),
   OIDC_CLIENT_SECRET: z.string().min(1).optional(),
@@ -195,6 +222,16 @@ const schema = z.object({
   OIDC_SCOPES: z.string().min(1).default('openid profile email offline_access'),
   OIDC_POST_LOGOUT_REDIRECT_URI: httpUrl.optional(),
 });
+
+function isReadableFolder(dir: string): boolean {
+  try {
+    if (!statSync(dir).isDirectory()) return false;
+    accessSync(dir, fsConstants.R_OK | fsConstants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function parseTrustProxy(v: string): boolean | number | string {
   if (v === 'true') return true;
@@ -255,7 +292,14 @@ export function loadConfig(env: Env): Readonly<Config> {
     if (production) problems.push('TOKEN_ENCRYPTION_KEY: is required when NODE_ENV=production');
     tokenKeys = [randomBytes(32)];
     generatedSecrets.push('TOKEN_ENCRYPTION_KEY');
+  } else if (production && tokenKeys.some((k) => k.every((b) => b === k[0]))) {
+    // All zeros (or any one byte repeated) is what a copied example or `head -c 32 /dev/zero` gives.
+    problems.push('TOKEN_ENCRYPTION_KEY: a key made of one repeated byte is not a key; generate one with `openssl rand -base64 32`');
   }
+
+  if (e.METRICS_PORT !== undefined && e.METRICS_PORT === e.PORT) problems.push('METRICS_PORT: must differ from PORT');
+  const shutdownDelay = e.SHUTDOWN_DELAY ?? (production ? DEFAULT_PRODUCTION_SHUTDOWN_DELAY : 0);
+  if (shutdownDelay >= e.SHUTDOWN_TIMEOUT) problems.push('SHUTDOWN_DELAY: must be shorter than SHUTDOWN_TIMEOUT');
 
   if (e.SESSION_ABSOLUTE_TIMEOUT < e.SESSION_IDLE_TIMEOUT) {
     problems.push('SESSION_ABSOLUTE_TIMEOUT: must not be shorter than SESSION_IDLE_TIMEOUT');
@@ -342,6 +386,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     jsonRefreshPath: e.JSON_REFRESH_PATH,
     exchangeValidMinutes: e.EXCHANGE_VALID_MINUTES,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+    shutdownDelayMs: shutdownDelay * 1000,
+    ...(e.METRICS_PORT !== undefined ? { metricsPort: e.METRICS_PORT } : {}),
     ...(oidc ? { oidc } : {}),
   };
   return Object.freeze(config);

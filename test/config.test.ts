@@ -12,8 +12,9 @@ import { DEMO, TEST_SESSION_SECRET, TEST_TOKEN_KEY } from './support/harness.js'
 import { freePort, startRedisServer, type RedisServer } from '../scripts/redis-server.js';
 
 const BASE = { UPSTREAM_URL: 'https://spaces.example.com' } as const;
-const KEY_A = Buffer.alloc(32, 1).toString('base64');
-const KEY_B = Buffer.alloc(32, 2).toString('base64');
+// Keys of distinct bytes: production refuses a key of one repeated byte.
+const KEY_A = Buffer.from(Array.from({ length: 32 }, (_, i) => i + 1)).toString('base64');
+const KEY_B = Buffer.from(Array.from({ length: 32 }, (_, i) => 200 - i)).toString('base64');
 const PRODUCTION = {
   ...BASE,
   NODE_ENV: 'production',
@@ -129,6 +130,15 @@ describe('loadConfig', () => {
     ['encryption key of 33 bytes', { TOKEN_ENCRYPTION_KEY: Buffer.alloc(33, 1).toString('base64') }, 'TOKEN_ENCRYPTION_KEY'],
     ['encryption key not base64', { TOKEN_ENCRYPTION_KEY: 'not base64 at all!' }, 'TOKEN_ENCRYPTION_KEY'],
     ['one bad key in a rotation list', { TOKEN_ENCRYPTION_KEY: `${KEY_A},short` }, 'TOKEN_ENCRYPTION_KEY'],
+    ['idle timeout zero', { SESSION_IDLE_TIMEOUT: '0' }, 'SESSION_IDLE_TIMEOUT'],
+    ['absolute timeout zero', { SESSION_ABSOLUTE_TIMEOUT: '0' }, 'SESSION_ABSOLUTE_TIMEOUT'],
+    ['trust proxy not something Express takes', { TRUST_PROXY: 'maybe' }, 'TRUST_PROXY'],
+    ['trust proxy with one bad address in a list', { TRUST_PROXY: 'loopback, 10.0.0.0/33' }, 'TRUST_PROXY'],
+    ['static dir that does not exist', { STATIC_DIR: '/nonexistent/cloakroom-spa' }, 'STATIC_DIR'],
+    ['static dir that is a file', { STATIC_DIR: fileURLToPath(import.meta.url) }, 'STATIC_DIR'],
+    ['metrics port equal to the port', { PORT: '8080', METRICS_PORT: '8080' }, 'METRICS_PORT'],
+    ['metrics port out of range', { METRICS_PORT: '0' }, 'METRICS_PORT'],
+    ['shutdown delay not shorter than the timeout', { SHUTDOWN_DELAY: '10', SHUTDOWN_TIMEOUT: '10' }, 'SHUTDOWN_DELAY'],
     ['oidc without issuer, client and redirect', { AUTH_MODE: 'oidc' }, 'OIDC_ISSUER'],
     ['oidc issuer over http off loopback', { AUTH_MODE: 'oidc', OIDC_ISSUER: 'http://idp.example.com', OIDC_CLIENT_ID: 'c', OIDC_REDIRECT_URI: 'https://app.example.com/auth/callback' }, 'OIDC_ISSUER'],
   ])('%s_is_a_config_error_naming_the_variable', (_name, env, variable) => {
@@ -218,10 +228,36 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...BASE, ALLOWED_ORIGINS: 'https://a.example.com, http://localhost:5173' }).allowedOrigins).toEqual(['https://a.example.com', 'http://localhost:5173']);
   });
 
+  it.each<[string, string]>([
+    ['all zeros', Buffer.alloc(32, 0).toString('base64')],
+    ['one repeated byte', Buffer.alloc(32, 0x41).toString('base64')],
+  ])('production_refuses_an_encryption_key_of_%s', (_name, key) => {
+    const problems = problemsOf({ ...PRODUCTION, TOKEN_ENCRYPTION_KEY: `${KEY_A},${key}` });
+    expect(variablesOf(problems)).toEqual(['TOKEN_ENCRYPTION_KEY']);
+    expect(problems.join('\n')).not.toContain(key);
+  });
+
+  it('session_timeouts_of_a_few_seconds_are_taken_as_set', () => {
+    expect(loadConfig({ ...BASE, SESSION_IDLE_TIMEOUT: '3', SESSION_ABSOLUTE_TIMEOUT: '8' })).toMatchObject({ idleTimeoutSeconds: 3, absoluteTimeoutSeconds: 8 });
+    expect(loadConfig({ ...BASE, SESSION_IDLE_TIMEOUT: '1', SESSION_ABSOLUTE_TIMEOUT: '1' })).toMatchObject({ idleTimeoutSeconds: 1, absoluteTimeoutSeconds: 1 });
+  });
+
+  it('static_dir_that_is_a_readable_folder_is_taken', () => {
+    expect(loadConfig({ ...BASE, STATIC_DIR: tmpdir() }).staticDir).toBe(tmpdir());
+  });
+
+  it('shutdown_waits_for_the_load_balancer_in_production_only_unless_set', () => {
+    expect(loadConfig({ ...BASE }).shutdownDelayMs).toBe(0);
+    expect(loadConfig({ ...PRODUCTION }).shutdownDelayMs).toBe(2000);
+    expect(loadConfig({ ...PRODUCTION, SHUTDOWN_DELAY: '0' }).shutdownDelayMs).toBe(0);
+    expect(loadConfig({ ...BASE, SHUTDOWN_DELAY: '1', METRICS_PORT: '9464' })).toMatchObject({ shutdownDelayMs: 1000, metricsPort: 9464 });
+  });
+
   it('trust_proxy_accepts_booleans_hop_counts_and_names', () => {
     expect(loadConfig({ ...BASE, TRUST_PROXY: 'true' }).trustProxy).toBe(true);
     expect(loadConfig({ ...BASE, TRUST_PROXY: '2' }).trustProxy).toBe(2);
     expect(loadConfig({ ...BASE, TRUST_PROXY: 'loopback' }).trustProxy).toBe('loopback');
+    expect(loadConfig({ ...BASE, TRUST_PROXY: 'loopback, 10.0.0.0/8, fd00::/8' }).trustProxy).toBe('loopback, 10.0.0.0/8, fd00::/8');
   });
 
   it('problem_lines_never_repeat_a_secret_value', () => {
@@ -366,6 +402,55 @@ describe('the built server process', () => {
     const exit = await withDeadline(proc.exited, 3000, 'exit after SIGTERM');
     expect(exit).toMatchObject({ code: 0, signal: null });
     expect(exit.stderr).toBe('');
+  });
+
+  it('a_port_already_in_use_is_one_line_naming_PORT_and_exit_1', async () => {
+    const { proc: first, port } = await startGood();
+    const { env } = await goodEnv();
+    const second = launch({ ...env, PORT: String(port) });
+    children.push(second.child);
+    const exit = await withDeadline(second.exited, 5000, 'exit on a busy port');
+    expect(exit.code).toBe(1);
+    const lines = exit.stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^config error: PORT: .*already in use/);
+    expect(exit.stderr).not.toMatch(/^\s+at /m);
+    first.child.kill('SIGTERM');
+    await withDeadline(first.exited, 3000, 'exit after SIGTERM');
+  });
+
+  it('metrics_port_serves_metrics_with_process_metrics_and_the_public_port_answers_404', async () => {
+    const { env, port } = await goodEnv();
+    const metricsPort = await freePort();
+    const proc = launch({ ...env, METRICS_PORT: String(metricsPort) });
+    children.push(proc.child);
+    await waitUntil(async () => (await call(port, '/healthz')).status === 200, 5000, 'the server to answer /healthz');
+    const hidden = await call(port, '/metrics');
+    expect(hidden.status).toBe(404);
+    expect(JSON.parse(hidden.body)).toMatchObject({ error: 'not_found' });
+    const scraped = await call(metricsPort, '/metrics');
+    expect(scraped.status).toBe(200);
+    expect(scraped.body).toContain('cloakroom_http_requests_total');
+    expect(scraped.body).toContain('process_cpu_user_seconds_total');
+    expect((await call(metricsPort, '/healthz')).status).toBe(404);
+    proc.child.kill('SIGTERM');
+    expect(await withDeadline(proc.exited, 3000, 'exit after SIGTERM')).toMatchObject({ code: 0 });
+  });
+
+  it('shutdown_delay_keeps_accepting_with_readyz_503_then_exits_0', async () => {
+    const { env, port } = await goodEnv();
+    const proc = launch({ ...env, SHUTDOWN_DELAY: '1', SHUTDOWN_TIMEOUT: '5' });
+    children.push(proc.child);
+    await waitUntil(async () => (await call(port, '/healthz')).status === 200, 5000, 'the server to answer /healthz');
+    const signalled = Date.now();
+    proc.child.kill('SIGTERM');
+    await waitUntil(() => proc.stdout().includes('shutting down'), 3000, 'the drain to begin');
+    // The load balancer's probe still connects during the delay, and is told to stop sending.
+    expect((await call(port, '/readyz')).status).toBe(503);
+    expect((await call(port, '/healthz')).status).toBe(200);
+    const exit = await withDeadline(proc.exited, 5000, 'exit after the delay');
+    expect(exit).toMatchObject({ code: 0, signal: null });
+    expect(Date.now() - signalled).toBeGreaterThanOrEqual(900);
   });
 
   it('sigterm_lets_an_in_flight_request_finish_while_readyz_turns_503_and_new_connections_are_refused', async () => {

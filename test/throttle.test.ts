@@ -55,6 +55,13 @@ function expectRateLimited(res: LoginAnswer): void {
 }
 
 describe('per email', () => {
+  it('spellings_with_zero_width_characters_fullwidth_letters_or_other_case_share_one_count', async () => {
+    const variants = ['o\u200Bther@example.com', 'ＯＴＨＥＲ@example.com', ' Other@Example.com\u00AD', 'oth\uFEFFer@exa\u2060mple.com'];
+    for (const v of variants.slice(0, MAX)) expect((await fail(a, v)).status).toBe(401);
+    expectRateLimited(await fail(b, variants[MAX] ?? OTHER.email));
+    expectRateLimited(await login(a, OTHER.email, OTHER.password));
+  });
+
   it('failures_on_instance_a_count_on_instance_b_and_then_even_the_right_password_gets_429_without_calling_upstream', async () => {
     expect((await fail(a, OTHER.email)).status).toBe(401);
     expect((await fail(a, OTHER.email)).status).toBe(401);

@@ -5,6 +5,16 @@ import type { RedisClient } from '../store/redis-client.js';
 
 const WINDOW_SECONDS = 15 * 60;
 
+/**
+ * One spelling per address for counting guesses: fullwidth and other compatibility forms folded
+ * (NFKC), invisible format characters (zero-width space and joiners, soft hyphen, BOM) and white
+ * space removed, case folded. Upstream may treat such variants as the same account, so they must
+ * not each get their own LOGIN_MAX_FAILURES.
+ */
+export function canonicalEmail(email: string): string {
+  return email.normalize('NFKC').replace(/[\p{Cf}\p{White_Space}]/gu, '').toUpperCase().toLowerCase();
+}
+
 export type ThrottleVerdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
 /**
@@ -18,8 +28,8 @@ export function createLoginThrottle(client: RedisClient | null, maxFailures: num
       : new RateLimiterMemory({ keyPrefix, points, duration: WINDOW_SECONDS });
   const byEmail = make('cr:rl:email', maxFailures);
   const byAddress = make('cr:rl:addr', maxFailures * 5);
-  // Emails are personal data: Redis keeps only a digest.
-  const emailKey = (email: string) => createHash('sha256').update(email.trim().toLowerCase()).digest('base64url');
+  // Emails are personal data: Redis keeps only a digest, of the form every spelling of one address shares.
+  const emailKey = (email: string) => createHash('sha256').update(canonicalEmail(email)).digest('base64url');
 
   const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
     try {

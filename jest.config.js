@@ -8,4 +8,6 @@ export default {
   },
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   testTimeout: 20000,
+  // Fails the run if a redis-server wrote dump.rdb into the checkout.
+  globalTeardown: '<rootDir>/test/support/no-dump-rdb.js',
 };

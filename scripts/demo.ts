@@ -1,5 +1,5 @@
 import { startFakeOidc } from './fake-oidc.js';
-import { startFakeUpstream, DEMO_USERS } from './fake-upstream.js';
+import { startFakeUpstream, DEMO_USERS } from './fake-upstream/index.js';
 
 /**
  * `npm run demo`: a local Nexudus-like upstream with demo users, and cloakroom in front of it

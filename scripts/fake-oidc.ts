@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
-import type { FakeUpstream } from './fake-upstream.js';
+import type { FakeUpstream } from './fake-upstream/index.js';
 
 /**
  * A small OpenID Connect provider for tests and the demo: discovery, JWKS (RS256), an

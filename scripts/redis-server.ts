@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -51,14 +51,19 @@ function waitForPort(port: number, timeoutMs: number): Promise<void> {
 /**
  * `persist: true` keeps the data across stop()/start() (an RDB in a temp dir, written on
  * SIGTERM), like a production Redis that restarts; otherwise stop() is a hard kill.
+ * Every server gets a working directory of its own (`dir`, or a new temp dir): a replica
+ * writes the RDB it receives there, and a redis-server without `--dir` would write it into
+ * the checkout. An own temp dir of a server without persistence goes away on stop().
  */
-export async function startRedisServer(opts: { port?: number; persist?: boolean; args?: readonly string[] } = {}): Promise<RedisServer> {
+export async function startRedisServer(opts: { port?: number; persist?: boolean; dir?: string; args?: readonly string[] } = {}): Promise<RedisServer> {
   const port = opts.port ?? (await freePort());
-  const dir = opts.persist ? mkdtempSync(join(tmpdir(), 'cloakroom-redis-')) : undefined;
-  const persistence = dir ? ['--save', '3600 1', '--dir', dir, '--dbfilename', 'dump.rdb'] : ['--save', ''];
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'cloakroom-redis-'));
+  const removeOnStop = opts.dir === undefined && !opts.persist;
+  const persistence = opts.persist ? ['--save', '3600 1', '--dbfilename', 'dump.rdb'] : ['--save', ''];
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persistence, '--appendonly', 'no', '--loglevel', 'warning', ...(opts.args ?? [])], { stdio: 'ignore' });
+    mkdirSync(dir, { recursive: true });
+    const c = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, ...persistence, '--appendonly', 'no', '--loglevel', 'warning', ...(opts.args ?? [])], { stdio: 'ignore' });
     child = c;
     const failed = new Promise<never>((_, reject) => {
       c.once('error', (err) => reject(new Error(`cannot start redis-server (is it installed?): ${err.message}`)));
@@ -68,8 +73,10 @@ export async function startRedisServer(opts: { port?: number; persist?: boolean;
   const stop = async (): Promise<void> => {
     const c = child;
     child = undefined;
-    if (!c || c.exitCode !== null) return;
-    await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill(dir ? 'SIGTERM' : 'SIGKILL'); });
+    if (c && c.exitCode === null) {
+      await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill(opts.persist ? 'SIGTERM' : 'SIGKILL'); });
+    }
+    if (removeOnStop) rmSync(dir, { recursive: true, force: true });
   };
   const signal = (sig: NodeJS.Signals): void => {
     if (!child?.pid || child.exitCode !== null) throw new Error('redis-server is not running');
@@ -118,12 +125,10 @@ export async function startSentinel(opts: { masterPort: number; name: string; do
   await Promise.race([waitForPort(port, 5000), failed]);
   return {
     port,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (c.exitCode !== null) return resolve();
-        c.once('exit', () => resolve());
-        c.kill('SIGKILL');
-      }),
+    stop: async () => {
+      if (c.exitCode === null) await new Promise<void>((resolve) => { c.once('exit', () => resolve()); c.kill('SIGKILL'); });
+      rmSync(dir, { recursive: true, force: true });
+    },
   };
 }
 
@@ -138,14 +143,17 @@ export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: num
   const count = opts.masters ?? 3;
   const nodes: RedisServer[] = [];
   const busPorts: number[] = [];
+  const dirs: string[] = [];
   for (let i = 0; i < count; i++) {
     const dir = mkdtempSync(join(tmpdir(), 'cloakroom-cluster-'));
+    dirs.push(dir);
     // The bus port is chosen too: the default (port + 10000) may be taken, or above 65535.
     const bus = await freePort();
     busPorts.push(bus);
     nodes.push(
       await startRedisServer({
-        args: ['--dir', dir, '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
+        dir,
+        args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
       }),
     );
   }
@@ -166,5 +174,11 @@ export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: num
   } finally {
     for (const c of admin) c.disconnect();
   }
-  return { nodes, stop: async () => void (await Promise.all(nodes.map((n) => n.stop()))) };
+  return {
+    nodes,
+    stop: async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

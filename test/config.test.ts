@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream.js';
+import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream/index.js';
 import { DEMO, TEST_SESSION_SECRET, TEST_TOKEN_KEY } from './support/harness.js';
 import { freePort, startRedisServer, type RedisServer } from '../scripts/redis-server.js';
 

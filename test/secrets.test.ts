@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { DEMO_USERS } from '../scripts/fake-upstream.js';
+import { DEMO_USERS } from '../scripts/fake-upstream/index.js';
 import { createTokenSealer } from '../src/core/token-crypto.js';
 import { decodeRecord } from '../src/store/token-store.js';
 import { DEMO, startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';

@@ -11,7 +11,7 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
-import { DEMO_USERS } from '../../scripts/fake-upstream.js';
+import { DEMO_USERS } from '../../scripts/fake-upstream/index.js';
 import { oneKilobyteJson } from '../lib/body.js';
 import type { UpstreamCounters } from '../lib/protocol.js';
 import { runChild } from './child.js';

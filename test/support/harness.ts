@@ -9,7 +9,7 @@ import { createApp, type Cloakroom } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
 import { createRedisClient, reviveWhenEnded, waitForReady, type RedisClient } from '../../src/store/redis-client.js';
-import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from '../../scripts/fake-upstream.js';
+import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from '../../scripts/fake-upstream/index.js';
 import { startRedisServer, type RedisServer } from '../../scripts/redis-server.js';
 
 export const TEST_SESSION_SECRET = 'test-session-secret-0123456789-abcdefghij';

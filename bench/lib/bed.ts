@@ -1,0 +1,116 @@
+/**
+ * The servers under test, parent side: one redis-server, the upstream, and the targets
+ * (bare proxy, cloakroom and its variants, the reference BFF), each its own child process,
+ * each checked with one request before any load.
+ */
+import { request } from 'undici';
+import { oneKilobyteJson } from './body.js';
+import type { Target } from './loadgen.js';
+import { startRedis, startServer, type RedisServer, type ServerChild } from './processes.js';
+import { RedisProbe } from './redis-stats.js';
+
+export const SESSION_SECRET = 'bench-session-secret-0123456789-abcdefghijklmnop';
+export const TOKEN_KEY = Buffer.alloc(32, 11).toString('base64');
+export const DEMO = { email: 'demo@example.com', password: 'demo-password' };
+export const BODY = oneKilobyteJson();
+
+export interface Bed {
+  redis: RedisServer;
+  probe: RedisProbe;
+  upstream: ServerChild;
+  children: ServerChild[];
+}
+
+export function cloakroomEnv(bed: Pick<Bed, 'redis' | 'upstream'>, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    BENCH_CLOAKROOM_ENV: JSON.stringify({
+      UPSTREAM_URL: bed.upstream.url,
+      REDIS_URL: bed.redis.url,
+      SESSION_SECRET,
+      TOKEN_ENCRYPTION_KEY: TOKEN_KEY,
+      AUTH_MODE: 'nexudus',
+      LOG_LEVEL: 'warn',
+      NODE_ENV: 'production',
+      COOKIE_SECURE: 'false',
+      UPSTREAM_TIMEOUT: '10',
+      ...extra,
+    }),
+  };
+}
+
+/** Signs in like a browser (X-CSRF: 1) and returns the `name=value` cookie pair. */
+export async function signIn(child: ServerChild, csrf = true): Promise<string> {
+  const res = await request(`${child.url}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(csrf ? { 'x-csrf': '1' } : {}) },
+    body: JSON.stringify(DEMO),
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${child.name}: sign-in answered ${res.statusCode}: ${text}\n${child.output().join('\n')}`);
+  const setCookie = res.headers['set-cookie'];
+  const first = (Array.isArray(setCookie) ? setCookie[0] : setCookie)?.split(';')[0];
+  if (!first) throw new Error(`${child.name}: sign-in set no cookie`);
+  return first;
+}
+
+/** One request through the target must come back 200 with the upstream's exact 1 KB body. */
+export async function checkTarget(t: Target): Promise<void> {
+  const res = await request(t.url, { headers: t.headers });
+  const body = Buffer.from(await res.body.arrayBuffer());
+  if (res.statusCode !== 200 || !body.equals(BODY)) {
+    throw new Error(`${t.name}: GET ${t.url} answered ${res.statusCode} with ${body.length} bytes: ${body.toString('utf8').slice(0, 200)}`);
+  }
+}
+
+export interface BenchTarget extends Target {
+  child: ServerChild;
+}
+
+export async function startBed(): Promise<Bed> {
+  const redis = await startRedis();
+  const probe = new RedisProbe(redis.url);
+  const upstream = await startServer('upstream', 'upstream', {});
+  return { redis, probe, upstream, children: [upstream] };
+}
+
+export async function stopBed(bed: Bed): Promise<void> {
+  await Promise.all(bed.children.map((c) => c.stop().catch(() => undefined)));
+  bed.probe.close();
+  await bed.redis.stop();
+}
+
+export async function startTargets(bed: Bed, which: readonly string[], execArgv: Record<string, string[]> = {}): Promise<BenchTarget[]> {
+  const bearer = await bed.upstream.control<string>('bearer');
+  const known = ['upstream', 'bare-proxy', 'cloakroom', 'cloakroom-memory', 'cloakroom-autopipeline', 'reference-bff'];
+  const unknown = which.filter((n) => !known.includes(n));
+  if (unknown.length > 0) throw new Error(`unknown target(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  const targets: BenchTarget[] = [];
+  for (const name of which) {
+    const argv = execArgv[name] ?? [];
+    if (name === 'upstream') {
+      targets.push({ name, child: bed.upstream, url: `${bed.upstream.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
+    } else if (name === 'bare-proxy') {
+      const child = await startServer(name, 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url }, argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
+    } else if (name === 'cloakroom') {
+      const child = await startServer(name, 'cloakroom', cloakroomEnv(bed), argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
+    } else if (name === 'cloakroom-memory') {
+      const child = await startServer(name, 'cloakroom', cloakroomEnv(bed, { REDIS_URL: '', NODE_ENV: 'development' }), argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
+    } else if (name === 'cloakroom-autopipeline') {
+      const child = await startServer(name, 'cloakroom', { ...cloakroomEnv(bed), BENCH_AUTOPIPELINE: '1' }, argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
+    } else if (name === 'reference-bff') {
+      const child = await startServer(name, 'reference-bff', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url, BENCH_SESSION_SECRET: SESSION_SECRET }, argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child, false) } });
+    }
+  }
+  for (const t of targets) await checkTarget(t);
+  return targets;
+}

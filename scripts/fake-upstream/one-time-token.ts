@@ -1,0 +1,74 @@
+/**
+ * Seed 000: `POST /api/sys/users/token/refresh`, the short-lived token the portal puts in
+ * `?t=` of its login redirect (not an OAuth refresh), answered in an ActionConfirmation
+ * envelope. Also the "Exchange JWT" endpoint seed 000 points to, `POST /api/sys/users/exchange`:
+ * no seed describes it, so its shape here (`?token=&validForInMinutes=`, a Nexudus token pair
+ * with the access token as `token`) is this fake's own.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FakeUser } from './accounts.js';
+import type { FakeContext } from './context.js';
+import { headerValue, sendJson } from './http.js';
+import type { NexudusTokens } from './nexudus-token.js';
+
+const EXCHANGE_JWT_TTL_S = 600;
+const DEFAULT_EXCHANGE_MINUTES = 60;
+
+interface ExchangeJwtRecord {
+  email: string;
+  expiresAt: number;
+  used: boolean;
+}
+
+export interface OneTimeTokens {
+  /** `POST /api/sys/users/token/refresh`, bearer already checked. */
+  oneTimeToken(res: ServerResponse, user: FakeUser): void;
+  /** `POST /api/sys/users/exchange`: a server-issued JWT, used once, for a token pair. */
+  exchange(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void;
+  /** A JWT `exchange` accepts, as the server side would hand one out. */
+  issueExchangeJwt(email: string): string;
+}
+
+export function createOneTimeTokens(ctx: FakeContext, nexudus: NexudusTokens): OneTimeTokens {
+  const { accounts, hooks } = ctx;
+  const exchangeJwts = new Map<string, ExchangeJwtRecord>();
+
+  return {
+    oneTimeToken(res) {
+      hooks.stats.oneTimeTokens++;
+      // Seed 000: failure is reported inside a 200 envelope, not by the HTTP status.
+      if (hooks.oneTimeTokenFails) {
+        return sendJson(res, 200, { WasSuccessful: false, Value: null, Status: 500, Message: 'failed', Errors: null });
+      }
+      const value = randomBytes(16).toString('hex');
+      accounts.remember(value);
+      return sendJson(res, 200, { WasSuccessful: true, Value: value, Status: 200, Message: null, Errors: null });
+    },
+
+    exchange(req, res, query) {
+      hooks.stats.exchanges++;
+      const jwt = query.get('token') ?? '';
+      const rec = exchangeJwts.get(jwt);
+      const user = rec === undefined ? undefined : accounts.byEmail(rec.email);
+      if (rec === undefined || rec.used || rec.expiresAt <= Date.now() || accounts.verifyJwt(jwt) === undefined || user === undefined) {
+        return sendJson(res, 401, { Message: 'Invalid token' });
+      }
+      rec.used = true;
+      const minutesRaw = Number(query.get('validForInMinutes') ?? DEFAULT_EXCHANGE_MINUTES);
+      const minutes = Number.isFinite(minutesRaw) && minutesRaw > 0 ? minutesRaw : DEFAULT_EXCHANGE_MINUTES;
+      const clientId = headerValue(req, 'client_id') ?? user.email;
+      return sendJson(res, 200, nexudus.tokenPair(user, clientId, Math.round(minutes * 60), 'token'));
+    },
+
+    issueExchangeJwt(email) {
+      const user = accounts.byEmail(email);
+      if (user === undefined) throw new Error(`fake upstream: no user ${email}`);
+      const now = Math.floor(Date.now() / 1000);
+      const jwt = accounts.signJwt({ sub: String(user.id), email: user.email, aud: 'exchange', iat: now, exp: now + EXCHANGE_JWT_TTL_S, jti: randomBytes(8).toString('hex') });
+      exchangeJwts.set(jwt, { email: user.email, expiresAt: (now + EXCHANGE_JWT_TTL_S) * 1000, used: false });
+      accounts.remember(jwt);
+      return jwt;
+    },
+  };
+}

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { createProxyMiddleware } from 'http-proxy-middleware';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import ts from 'typescript';
 import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
@@ -50,6 +51,18 @@ function startAttacker(target: string): Promise<Server> {
     }
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** A dev server's proxy as Vite makes it (http-proxy, changeOrigin), on 127.0.0.1, opened as localhost. */
+async function startDevProxy(target: () => string): Promise<{ server: Server; origin: string }> {
+  const proxy = createProxyMiddleware({ router: target, target: 'http://127.0.0.1:1', changeOrigin: true });
+  const server = createServer((req, res) => {
+    void proxy(req, res, () => {
+      res.writeHead(404).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, origin: `http://localhost:${(server.address() as AddressInfo).port}` };
 }
 
 async function shot(name: string): Promise<void> {
@@ -189,6 +202,40 @@ describe('demo SPA in Chromium', () => {
     await expect(page.isVisible('#signin')).resolves.toBe(true);
     await shot('05-session-ended');
   }, 20_000);
+});
+
+describe('a dev server proxying with changeOrigin', () => {
+  const servers: Server[] = [];
+  afterAll(async () => {
+    for (const s of servers) await new Promise<void>((resolve) => s.close(() => resolve()));
+  });
+
+  it('works_with_allowed_origins_and_is_refused_origin_not_allowed_without', async () => {
+    const plain = await startDevProxy(() => app.url);
+    let allowedTarget = '';
+    const allowed = await startDevProxy(() => allowedTarget);
+    servers.push(plain.server, allowed.server);
+    const dir = app.config.staticDir ?? '';
+    allowedTarget = (await h.start({ STATIC_DIR: dir, ALLOWED_ORIGINS: allowed.origin })).url;
+
+    await page.goto(`${plain.origin}/`);
+    await page.waitForSelector('body[data-ready="true"]');
+    await signIn('demo@example.com', 'demo-password');
+    await page.waitForSelector('#signin-message.error');
+    expect(await page.textContent('#signin-message')).toContain('origin_not_allowed');
+
+    await page.goto(`${allowed.origin}/`);
+    await page.waitForSelector('body[data-ready="true"]');
+    await signIn('demo@example.com', 'demo-password');
+    await page.waitForSelector('#account:not([hidden])');
+    await page.click('#call-api');
+    await page.waitForSelector('#api-result:not(:empty)');
+    expect(await page.textContent('#api-result')).toContain('→ 200');
+    await shot('06-dev-proxy');
+    await page.click('#signout');
+    await page.waitForSelector('#signin:not([hidden])');
+    expect(await page.textContent('#signin-message')).toBe('Signed out.');
+  }, 30_000);
 });
 
 describe('another site in the same browser', () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
+import { ConfigError, loadConfig } from '../src/config.js';
 import { isHashedAssetName, isSpaNavigation, spaContentSecurityPolicy } from '../src/http/static-routes.js';
 import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
 
@@ -171,5 +172,18 @@ describe('spaContentSecurityPolicy', () => {
     expect(spaContentSecurityPolicy({ cookieSecure: false })).not.toContain('upgrade-insecure-requests');
     expect(spaContentSecurityPolicy({ cookieSecure: true })).toMatch(/; upgrade-insecure-requests$/);
     expect(spaContentSecurityPolicy({ cookieSecure: true, override: "default-src 'none'" })).toBe("default-src 'none'");
+  });
+});
+
+describe('CONTENT_SECURITY_POLICY', () => {
+  it('multi_line_value_is_a_configuration_error_naming_the_variable', () => {
+    let problems: string[] = [];
+    try {
+      loadConfig({ NODE_ENV: 'test', UPSTREAM_URL: 'http://127.0.0.1:1', CONTENT_SECURITY_POLICY: "default-src 'self'\r\nX-Injected: 1" });
+    } catch (err) {
+      if (err instanceof ConfigError) problems = err.problems;
+    }
+    expect(problems).toHaveLength(1);
+    expect(problems[0]).toMatch(/^CONTENT_SECURITY_POLICY: /);
   });
 });

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { startFakeOidc } from './fake-oidc.js';
 import { startFakeUpstream, DEMO_USERS } from './fake-upstream/index.js';
 
@@ -12,6 +13,8 @@ process.env.UPSTREAM_URL ??= upstream.url;
 process.env.PORT ??= '3000';
 process.env.HOST ??= '127.0.0.1';
 process.env.PORTAL_URL ??= `${upstream.url}/en`;
+// The demo SPA (demo/, built by `npm run build` into dist/demo) is served by cloakroom itself.
+process.env.STATIC_DIR ??= fileURLToPath(new URL('../demo/', import.meta.url));
 
 const base = `http://127.0.0.1:${process.env.PORT}`;
 const user = DEMO_USERS[0];
@@ -25,6 +28,7 @@ process.stdout.write(`
 cloakroom demo
   upstream (fake Nexudus): ${upstream.url}
   cloakroom:               ${base}
+  demo SPA:                ${base}/   (open it in a browser)
   demo users:              ${DEMO_USERS.map((u) => `${u.email} / ${u.password}${u.totp ? ` (totp ${u.totp})` : ''}`).join(', ')}
 
 Try it (cookies kept in ./demo-cookies.txt):

@@ -1,5 +1,4 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import path from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Redis } from 'ioredis';
 import session from 'express-session';
@@ -23,6 +22,7 @@ import { createAuthRoutes } from './http/auth-routes.js';
 import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
+import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
 import { pathOf, sendError } from './http/respond.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
@@ -149,6 +149,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   });
 
   app.use(createOpsRoutes({ store, registry: metrics.registry, isShuttingDown: () => shuttingDown }));
+  app.use(createClientScriptRoute({ logger }));
 
   const noStore = (_req: Request, res: Response, next: NextFunction) => {
     res.set('Cache-Control', 'no-store');
@@ -198,15 +199,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     ...(config.loginPageUrl ? { loginPageUrl: config.loginPageUrl } : {}),
   }));
 
-  if (config.staticDir) {
-    const root = path.resolve(config.staticDir);
-    app.use(helmet(), express.static(root, { index: 'index.html', fallthrough: true }));
-    // The SPA's own routes: unknown paths that accept HTML get index.html.
-    app.get('/*splat', (req: Request, res: Response, next: NextFunction) => {
-      if (!req.accepts('html') || /^\/(api|auth|links)(\/|$)/.test(req.path)) return next();
-      res.sendFile(path.join(root, 'index.html'));
-    });
-  }
+  if (config.staticDir) app.use(createStaticRoutes({ root: config.staticDir, cookieSecure: config.cookie.secure, ...(config.contentSecurityPolicy ? { contentSecurityPolicy: config.contentSecurityPolicy } : {}) }));
 
   app.use(jsonHelmet, (_req: Request, _res: Response, next: NextFunction) => next(errors.notFound()));
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(req, res, err, logger));

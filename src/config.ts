@@ -52,6 +52,8 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   loginMaxFailures: number;
   staticDir?: string;
+  /** CONTENT_SECURITY_POLICY: replaces the SPA pages' default policy (STATIC_DIR). */
+  contentSecurityPolicy?: string;
   jsonLoginPath: string;
   jsonRefreshPath: string;
   exchangeValidMinutes: number;
@@ -209,6 +211,7 @@ const schema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   LOGIN_MAX_FAILURES: intIn(1, 100_000).default(10),
   STATIC_DIR: z.string().min(1).refine(isReadableFolder, 'must be a readable folder (the SPA\'s built files)').optional(),
+  CONTENT_SECURITY_POLICY: z.string().trim().min(1).refine((v) => !/[\r\n]/.test(v), 'must be one line (a header value)').optional(),
   METRICS_PORT: intIn(1, 65535).optional(),
   JSON_LOGIN_PATH: z.string().startsWith('/', 'must start with /').default('/api/login'),
   JSON_REFRESH_PATH: z.string().startsWith('/', 'must start with /').default('/api/login/refresh-token'),
@@ -382,6 +385,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     logLevel: e.LOG_LEVEL,
     loginMaxFailures: e.LOGIN_MAX_FAILURES,
     ...(e.STATIC_DIR ? { staticDir: e.STATIC_DIR } : {}),
+    ...(e.CONTENT_SECURITY_POLICY ? { contentSecurityPolicy: e.CONTENT_SECURITY_POLICY } : {}),
     jsonLoginPath: e.JSON_LOGIN_PATH,
     jsonRefreshPath: e.JSON_REFRESH_PATH,
     exchangeValidMinutes: e.EXCHANGE_VALID_MINUTES,

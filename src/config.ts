@@ -236,6 +236,9 @@ function isReadableFolder(dir: string): boolean {
   }
 }
 
+/** Every variable the schema reads, for the README's configuration table test and the example files' test. */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze(Object.keys(schema.shape));
+
 function parseTrustProxy(v: string): boolean | number | string {
   if (v === 'true') return true;
   if (v === 'false' || v === '') return false;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import express from 'express';
 import { z } from 'zod';
+import { findExamplePlaceholder } from './config-placeholders.js';
 import { compileDownloadPaths } from './core/upstream-paths.js';
 
 export type AuthMode = 'nexudus' | 'json' | 'oidc';
@@ -277,6 +278,14 @@ export function loadConfig(env: Env): Readonly<Config> {
   }
   const e = parsed.data;
   const production = e.NODE_ENV === 'production';
+  if (production) {
+    // A copied example file must not run in production with its change-me values.
+    for (const [name, value] of Object.entries(cleaned)) {
+      if (CONFIG_VARIABLES.includes(name) && value !== undefined && findExamplePlaceholder(value) !== undefined) {
+        problems.push(`${name}: still holds the example file's placeholder; set a real value`);
+      }
+    }
+  }
   const generatedSecrets: string[] = [];
 
   const topologies = [e.REDIS_URL, e.REDIS_SENTINELS, e.REDIS_CLUSTER_NODES].filter((v) => v !== undefined);

@@ -237,6 +237,17 @@ describe('loadConfig', () => {
     expect(problems.join('\n')).not.toContain(key);
   });
 
+  it('production_refuses_the_example_files_placeholders_wherever_they_stand', () => {
+    const problems = problemsOf({
+      ...PRODUCTION,
+      SESSION_SECRET: `${'s'.repeat(32)},change-me-session-secret-at-least-32-characters`,
+      REDIS_URL: 'redis://:change-me-redis-password@redis.internal:6379',
+    });
+    expect(variablesOf(problems).sort()).toEqual(['REDIS_URL', 'SESSION_SECRET']);
+    // Development may keep them: nothing is at stake there.
+    expect(loadConfig({ ...BASE, SESSION_SECRET: 'change-me-session-secret-at-least-32-characters' }).sessionSecrets).toHaveLength(1);
+  });
+
   it('session_timeouts_of_a_few_seconds_are_taken_as_set', () => {
     expect(loadConfig({ ...BASE, SESSION_IDLE_TIMEOUT: '3', SESSION_ABSOLUTE_TIMEOUT: '8' })).toMatchObject({ idleTimeoutSeconds: 3, absoluteTimeoutSeconds: 8 });
     expect(loadConfig({ ...BASE, SESSION_IDLE_TIMEOUT: '1', SESSION_ABSOLUTE_TIMEOUT: '1' })).toMatchObject({ idleTimeoutSeconds: 1, absoluteTimeoutSeconds: 1 });

@@ -1,0 +1,79 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { LRUCache } from 'lru-cache';
+import type { Dispatcher } from 'undici';
+import { errors } from '../errors.js';
+import type { TokenAccess } from '../core/token-access.js';
+import type { SessionTokens } from '../core/token-vault.js';
+import { canonicalApiPath, hasDotDotSegment, isForbiddenApiPath } from '../core/upstream-paths.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
+import { requestHeadersToForward } from './header-rules.js';
+import { readRequestBody, type RequestBody } from './replayable-body.js';
+
+export { REPLAY_LIMIT } from './replayable-body.js';
+
+type PathVerdict = 'ok' | 'invalid' | 'forbidden';
+
+/**
+ * The path checks (every decoding stage, canonical form) are a pure function of the raw path
+ * and an SPA asks for the same few paths again and again, so verdicts are remembered: the
+ * 4096 most recently used paths of up to 256 characters (about 1 MB), per proxy.
+ */
+function createPathVerdicts(): (rawPath: string) => PathVerdict {
+  const verdicts = new LRUCache<string, PathVerdict>({ max: 4096 });
+  return (rawPath) => {
+    const known = verdicts.get(rawPath);
+    if (known !== undefined) return known;
+    const verdict: PathVerdict =
+      hasDotDotSegment(rawPath) || canonicalApiPath(rawPath) === null ? 'invalid' : isForbiddenApiPath(rawPath) ? 'forbidden' : 'ok';
+    if (rawPath.length <= 256) verdicts.set(rawPath, verdict);
+    return verdict;
+  };
+}
+
+export interface ApiProxyDeps extends ExchangeHooks {
+  upstream: UpstreamClient;
+  tokens: TokenAccess;
+  readSessionId(cookieHeader: string | undefined): string | null;
+}
+
+/**
+ * `ANY /api/*`: a raw Node handler, no framework on the hot path (see docs/performance.md).
+ * Steady state sends no Redis command: the token record comes from the tracked cache
+ * (store/tracked-token-store.ts), else from one GET. The parts: path verdicts (here), header
+ * rules (header-rules.ts), the replayable body (replayable-body.ts), one upstream exchange
+ * written into the browser's answer (exchange.ts).
+ */
+export function createApiProxy(deps: ApiProxyDeps) {
+  const { upstream } = deps;
+  const pathVerdict = createPathVerdicts();
+
+  const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
+    const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream' });
+    return new Promise<Outcome>((resolve, reject) => {
+      upstream.dispatch(
+        { method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data },
+        new ProxyExchange(req, res, tokens, replayable, resolve, reject, deps),
+      );
+    });
+  };
+
+  return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const rawUrl = req.url ?? '/';
+    const q = rawUrl.indexOf('?');
+    const verdict = pathVerdict(q === -1 ? rawUrl : rawUrl.slice(0, q));
+    if (verdict === 'invalid') throw errors.invalidPath();
+    if (verdict === 'forbidden') throw errors.forbiddenPath();
+
+    const sid = deps.readSessionId(req.headers.cookie);
+    if (!sid) throw errors.unauthenticated();
+    const tokens = await deps.tokens.currentTokens(sid);
+
+    const body = await readRequestBody(req);
+    if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') {
+      // The access token may have been revoked early: refresh once, replay once.
+      const fresh = await deps.tokens.tokensAfterRejection(sid, tokens);
+      await exchange(req, res, body, fresh, false);
+    }
+  };
+}

@@ -16,7 +16,7 @@ import { createRefresher } from './core/refresh.js';
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
-import { compileDownloadPaths } from './core/upstream-paths.js';
+import { compileDownloadPaths, credentialApiPaths } from './core/upstream-paths.js';
 import { errors } from './errors.js';
 import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
@@ -125,6 +125,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     upstream,
     tokens: tokenAccess,
     readSessionId,
+    forbiddenPaths: credentialApiPaths(config),
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
   });

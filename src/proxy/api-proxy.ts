@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import { errors } from '../errors.js';
 import type { TokenAccess } from '../core/token-access.js';
 import type { SessionTokens } from '../core/token-vault.js';
-import { canonicalApiPath, hasDotDotSegment, isForbiddenApiPath } from '../core/upstream-paths.js';
+import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../core/upstream-paths.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
 import { requestHeadersToForward } from './header-rules.js';
@@ -12,20 +12,17 @@ import { readRequestBody, type RequestBody } from './replayable-body.js';
 
 export { REPLAY_LIMIT } from './replayable-body.js';
 
-type PathVerdict = 'ok' | 'invalid' | 'forbidden';
-
 /**
  * The path checks (every decoding stage, canonical form) are a pure function of the raw path
  * and an SPA asks for the same few paths again and again, so verdicts are remembered: the
  * 4096 most recently used paths of up to 256 characters (about 1 MB), per proxy.
  */
-function createPathVerdicts(): (rawPath: string) => PathVerdict {
-  const verdicts = new LRUCache<string, PathVerdict>({ max: 4096 });
+function createPathVerdicts(forbidden: readonly string[]): (rawPath: string) => ApiPathVerdict {
+  const verdicts = new LRUCache<string, ApiPathVerdict>({ max: 4096 });
   return (rawPath) => {
     const known = verdicts.get(rawPath);
     if (known !== undefined) return known;
-    const verdict: PathVerdict =
-      hasDotDotSegment(rawPath) || canonicalApiPath(rawPath) === null ? 'invalid' : isForbiddenApiPath(rawPath) ? 'forbidden' : 'ok';
+    const verdict = apiPathVerdict(rawPath, forbidden);
     if (rawPath.length <= 256) verdicts.set(rawPath, verdict);
     return verdict;
   };
@@ -35,6 +32,8 @@ export interface ApiProxyDeps extends ExchangeHooks {
   upstream: UpstreamClient;
   tokens: TokenAccess;
   readSessionId(cookieHeader: string | undefined): string | null;
+  /** Canonical credential paths refused with 403 (`credentialApiPaths(config)`); default: the four Nexudus ones. */
+  forbiddenPaths?: readonly string[];
 }
 
 /**
@@ -46,7 +45,7 @@ export interface ApiProxyDeps extends ExchangeHooks {
  */
 export function createApiProxy(deps: ApiProxyDeps) {
   const { upstream } = deps;
-  const pathVerdict = createPathVerdicts();
+  const pathVerdict = createPathVerdicts(deps.forbiddenPaths ?? FORBIDDEN_API_PATHS);
 
   const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
     const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream' });
@@ -62,7 +61,8 @@ export function createApiProxy(deps: ApiProxyDeps) {
     const rawUrl = req.url ?? '/';
     const q = rawUrl.indexOf('?');
     const verdict = pathVerdict(q === -1 ? rawUrl : rawUrl.slice(0, q));
-    if (verdict === 'invalid') throw errors.invalidPath();
+    // A raw `#` (a raw client can send one) ends the path or query for every server upstream.
+    if (verdict === 'invalid' || (q !== -1 && rawUrl.includes('#', q))) throw errors.invalidPath();
     if (verdict === 'forbidden') throw errors.forbiddenPath();
 
     const sid = deps.readSessionId(req.headers.cookie);

@@ -58,6 +58,8 @@ export function createApiProxy(deps: ApiProxyDeps) {
   };
 
   return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // TRACE echoes the request (its Cookie and our Bearer with it); CONNECT would make us a tunnel.
+    if (req.method === 'TRACE' || req.method === 'CONNECT') throw errors.methodNotAllowed(req.method);
     const rawUrl = req.url ?? '/';
     const q = rawUrl.indexOf('?');
     const verdict = pathVerdict(q === -1 ? rawUrl : rawUrl.slice(0, q));

@@ -23,6 +23,7 @@ import { createAuthRoutes } from './http/auth-routes.js';
 import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
+import { createForwarding } from './proxy/forwarding.js';
 import { pathOf, sendError } from './http/respond.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
@@ -126,6 +127,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     tokens: tokenAccess,
     readSessionId,
     forbiddenPaths: credentialApiPaths(config),
+    forwarding: createForwarding(trustFn, ownOrigin),
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
   });

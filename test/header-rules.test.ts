@@ -3,7 +3,8 @@ import { describe, expect, it } from '@jest/globals';
 import { requestHeadersToForward, responseHeadersToReturn } from '../src/proxy/header-rules.js';
 
 const TOKEN = 'at_test-access-token-0123456789';
-const forward = (incoming: IncomingHttpHeaders, streamedBody = false) => requestHeadersToForward(incoming, { accessToken: TOKEN, streamedBody });
+const FORWARDED = { for: '203.0.113.7', proto: 'https', host: 'app.example.com' } as const;
+const forward = (incoming: IncomingHttpHeaders, streamedBody = false) => requestHeadersToForward(incoming, { accessToken: TOKEN, streamedBody, forwarded: FORWARDED });
 
 /** [rule, browser header, value]: none of these reaches upstream. */
 const notForwarded: [string, string, string][] = [
@@ -21,6 +22,21 @@ const notForwarded: [string, string, string][] = [
   ['hop-by-hop upgrade', 'upgrade', 'h2c'],
   ['expect, answered here', 'expect', '100-continue'],
   ['content-length of a buffered body, set by the client', 'content-length', '12'],
+  ['a path override', 'x-original-url', '/api/token'],
+  ['a rewrite override', 'x-rewrite-url', '/api/token'],
+  ['a method override', 'x-http-method-override', 'DELETE'],
+  ['a method override (x-http-method)', 'x-http-method', 'DELETE'],
+  ['a method override (x-method-override)', 'x-method-override', 'DELETE'],
+  ['forwarded', 'forwarded', 'for=10.0.0.1;proto=https;host=admin.internal'],
+  ['the real ip', 'x-real-ip', '10.0.0.1'],
+  ['a client_id', 'client_id', 'someone-elses-client'],
+  ['cookie2', 'cookie2', '$Version="1"'],
+  ['x-forwarded-port', 'x-forwarded-port', '8443'],
+  ['x-forwarded-prefix', 'x-forwarded-prefix', '/admin'],
+  ['x-forwarded-server', 'x-forwarded-server', 'internal'],
+  ['a name with an underscore', 'x_forwarded_for', '10.0.0.1'],
+  ['another name with an underscore', 'x_original_url', '/api/token'],
+  ['an application name with an underscore', 'x_tenant', 'other'],
 ];
 
 /** [rule, browser header, value]: these reach upstream unchanged. */
@@ -45,6 +61,14 @@ describe('request headers to forward', () => {
 
   it.each(forwarded)('%s is forwarded unchanged', (_rule, name, value) => {
     expect(forward({ [name]: value })[name]).toBe(value);
+  });
+
+  it('sets x-forwarded-for, -proto and -host from what cloakroom decided, never the browser values', () => {
+    const out = forward({ 'x-forwarded-for': '10.0.0.1', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'admin.internal' });
+    expect(out['x-forwarded-for']).toBe('203.0.113.7');
+    expect(out['x-forwarded-proto']).toBe('https');
+    expect(out['x-forwarded-host']).toBe('app.example.com');
+    expect(forward({})['x-forwarded-for']).toBe('203.0.113.7');
   });
 
   it('adds the session bearer whatever the browser sent', () => {
@@ -78,6 +102,13 @@ const notReturned: [string, string, string | string[]][] = [
   ['hop-by-hop proxy-authenticate', 'proxy-authenticate', 'Basic'],
   ['hop-by-hop trailer', 'trailer', 'x-after'],
   ['hop-by-hop upgrade', 'upgrade', 'websocket'],
+  ['strict-transport-security', 'strict-transport-security', 'max-age=63072000; includeSubDomains'],
+  ['access-control-allow-origin', 'access-control-allow-origin', '*'],
+  ['access-control-allow-credentials', 'access-control-allow-credentials', 'true'],
+  ['access-control-allow-headers', 'access-control-allow-headers', 'x-csrf'],
+  ['access-control-allow-methods', 'access-control-allow-methods', 'GET, POST'],
+  ['access-control-expose-headers', 'access-control-expose-headers', 'x-request-id'],
+  ['access-control-max-age', 'access-control-max-age', '86400'],
 ];
 
 /** [rule, upstream header, value]: status, body and content headers come back unchanged. */

@@ -7,7 +7,8 @@ import type { SessionTokens } from '../core/token-vault.js';
 import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../core/upstream-paths.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
-import { requestHeadersToForward } from './header-rules.js';
+import { directForwarding } from './forwarding.js';
+import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
 import { readRequestBody, type RequestBody } from './replayable-body.js';
 
 export { REPLAY_LIMIT } from './replayable-body.js';
@@ -34,6 +35,8 @@ export interface ApiProxyDeps extends ExchangeHooks {
   readSessionId(cookieHeader: string | undefined): string | null;
   /** Canonical credential paths refused with 403 (`credentialApiPaths(config)`); default: the four Nexudus ones. */
   forbiddenPaths?: readonly string[];
+  /** `X-Forwarded-*` for a request (`createForwarding(trustFn, ownOrigin)`); default: the socket's own. */
+  forwarding?: (req: IncomingMessage) => ForwardedFor;
 }
 
 /**
@@ -46,9 +49,10 @@ export interface ApiProxyDeps extends ExchangeHooks {
 export function createApiProxy(deps: ApiProxyDeps) {
   const { upstream } = deps;
   const pathVerdict = createPathVerdicts(deps.forbiddenPaths ?? FORBIDDEN_API_PATHS);
+  const forwarding = deps.forwarding ?? directForwarding;
 
   const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
-    const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream' });
+    const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream', forwarded: forwarding(req) });
     return new Promise<Outcome>((resolve, reject) => {
       upstream.dispatch(
         { method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data },

@@ -44,6 +44,11 @@ export function startExpressUpstream(): Promise<PathParsingUpstream> {
     secretHits.push(req.originalUrl);
     res.json({ secret: SECRET });
   });
+  // The request headers as received, with the headers an upstream may set that must not reach the browser.
+  app.all('/api/headers', (req, res) => {
+    res.set({ 'Access-Control-Allow-Origin': '*', 'Access-Control-Allow-Credentials': 'true', 'Strict-Transport-Security': 'max-age=63072000', 'X-Kept': 'yes' });
+    res.json({ headers: req.headers });
+  });
   app.use((req, res) => {
     res.json({ route: 'other', url: req.originalUrl });
   });

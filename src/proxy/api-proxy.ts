@@ -9,7 +9,7 @@ import type { UpstreamClient } from '../upstream/client.js';
 import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
 import { directForwarding } from './forwarding.js';
 import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
-import { readRequestBody, type RequestBody } from './replayable-body.js';
+import { BODY_IDLE_TIMEOUT_MS, readRequestBody, type RequestBody } from './replayable-body.js';
 
 export { REPLAY_LIMIT } from './replayable-body.js';
 
@@ -37,6 +37,8 @@ export interface ApiProxyDeps extends ExchangeHooks {
   forbiddenPaths?: readonly string[];
   /** `X-Forwarded-*` for a request (`createForwarding(trustFn, ownOrigin)`); default: the socket's own. */
   forwarding?: (req: IncomingMessage) => ForwardedFor;
+  /** A request body idle this long is given up on; default BODY_IDLE_TIMEOUT_MS. */
+  bodyIdleTimeoutMs?: number;
 }
 
 /**
@@ -75,7 +77,7 @@ export function createApiProxy(deps: ApiProxyDeps) {
     if (!sid) throw errors.unauthenticated();
     const tokens = await deps.tokens.currentTokens(sid);
 
-    const body = await readRequestBody(req);
+    const body = await readRequestBody(req, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
     if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') {
       // The access token may have been revoked early: refresh once, replay once.
       const fresh = await deps.tokens.tokensAfterRejection(sid, tokens);

@@ -15,7 +15,7 @@ import { createRefresher } from './core/refresh.js';
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
-import { compileDownloadPaths } from './core/upstream-paths.js';
+import { compileDownloadPaths, credentialApiPaths } from './core/upstream-paths.js';
 import { errors } from './errors.js';
 import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
@@ -23,6 +23,7 @@ import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
 import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
+import { createForwarding } from './proxy/forwarding.js';
 import { pathOf, sendError } from './http/respond.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
@@ -125,6 +126,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     upstream,
     tokens: tokenAccess,
     readSessionId,
+    forbiddenPaths: credentialApiPaths(config),
+    forwarding: createForwarding(trustFn, ownOrigin),
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
   });

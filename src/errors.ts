@@ -45,6 +45,7 @@ export const errors = {
   invalidPath: () => new AppError(400, 'invalid_path', 'The path is not allowed.'),
   invalidRedirect: (param: 'returnTo' | 'redirectUrl') => new AppError(400, 'invalid_redirect', `${param} must be a local path such as /en/invoices.`),
   notFound: () => new AppError(404, 'not_found', 'No such route.'),
+  methodNotAllowed: (method: string) => new AppError(405, 'method_not_allowed', `${method} is not supported.`, { headers: { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' } }),
   invalidState: () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.'),
 } as const;
 

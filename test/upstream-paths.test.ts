@@ -1,7 +1,10 @@
 import { describe, it, expect } from '@jest/globals';
 import {
   FORBIDDEN_API_PATHS,
+  apiPathVerdict,
   canonicalApiPath,
+  credentialApiPaths,
+  isAmbiguousApiPath,
   compileDownloadPaths,
   decodePathFully,
   hasDotDotSegment,
@@ -116,6 +119,59 @@ describe('isForbiddenApiPath', () => {
     ['the forbidden name only in the query', '/api/x?next=/api/token'],
   ])('allows %s: %s', (_name, path) => {
     expect(isForbiddenApiPath(path)).toBe(false);
+  });
+});
+
+describe('isAmbiguousApiPath', () => {
+  it.each([
+    ['a raw fragment', '/api/auth/media/customer#x'],
+    ['an empty raw fragment', '/api/token#'],
+    ['a NUL', '/api/token%00'],
+    ['a double-encoded NUL', '/api/token%2500'],
+    ['an encoded question mark', '/api/token%3Fx=1'],
+    ['a lower-case encoded question mark', '/api/token%3f'],
+    ['a double-encoded question mark', '/api/token%253F'],
+    ['an encoded hash', '/api/token%23'],
+    ['dot-dot and an encoded space', '/api/x/..%20/token'],
+    ['dot-dot and an encoded tab', '/api/x/..%09/token'],
+    ['three dots', '/api/x/.../token'],
+    ['dot-dot and an encoded dot', '/api/x/..%2e/token'],
+    ['a dot and a space', '/api/x/.%20/token'],
+    ['dot-dot and a double-encoded space', '/api/x/..%2520/token'],
+    ['dotted with a matrix parameter', '/api/x/...;a/token'],
+    ['plain dot-dot', '/api/x/../token'],
+    ['an undecodable stage', '/api/token%'],
+  ])('refuses %s: %s', (_name, path) => {
+    expect(isAmbiguousApiPath(path)).toBe(true);
+    expect(apiPathVerdict(path)).toBe('invalid');
+  });
+
+  it.each([
+    ['a normal path', '/api/echo/x'],
+    ['an encoded slash', '/api/echo/a%2Fb'],
+    ['an encoded space inside a name', '/api/files/my%20file.pdf'],
+    ['dots inside a name', '/api/file..pdf'],
+    ['a name starting with dots', '/api/..x'],
+    ['a single dot segment', '/api/./x'],
+    ['a hash only in the query, encoded', '/api/x?next=%23a'],
+    ['a question mark only in the query', '/api/x?a=?b'],
+  ])('accepts %s: %s', (_name, path) => {
+    expect(isAmbiguousApiPath(path)).toBe(false);
+  });
+});
+
+describe('credentialApiPaths', () => {
+  it('is the four Nexudus paths outside json mode', () => {
+    expect(credentialApiPaths({ authMode: 'nexudus', jsonLoginPath: '/api/login', jsonRefreshPath: '/api/login/refresh-token' })).toEqual(FORBIDDEN_API_PATHS);
+    expect(credentialApiPaths({ authMode: 'oidc' })).toEqual(FORBIDDEN_API_PATHS);
+  });
+
+  it('adds the configured login and refresh paths in json mode, canonical', () => {
+    const list = credentialApiPaths({ authMode: 'json', jsonLoginPath: '/API/Session/', jsonRefreshPath: '/api/session/renew?v=2' });
+    expect(list).toEqual([...FORBIDDEN_API_PATHS, '/api/session', '/api/session/renew']);
+    expect(apiPathVerdict('/api/session', list)).toBe('forbidden');
+    expect(apiPathVerdict('/api/%53ession/renew/', list)).toBe('forbidden');
+    expect(apiPathVerdict('/api/session', FORBIDDEN_API_PATHS)).toBe('ok');
   });
 });
 

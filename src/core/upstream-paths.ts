@@ -96,9 +96,57 @@ export const FORBIDDEN_API_PATHS: readonly string[] = [
   '/api/auth/media/customer',
 ];
 
-export function isForbiddenApiPath(rawPath: string): boolean {
+/**
+ * The credential endpoints of this deployment: the four Nexudus ones always, and in `json` mode
+ * the login and refresh paths too (else `POST /api/login` through the proxy is an unthrottled
+ * password oracle). Canonical, so a configured `/API/Login/` still matches every spelling.
+ */
+export function credentialApiPaths(opts: { authMode: string; jsonLoginPath?: string; jsonRefreshPath?: string }): readonly string[] {
+  const extra = opts.authMode === 'json' ? [opts.jsonLoginPath, opts.jsonRefreshPath] : [];
+  const paths = [...FORBIDDEN_API_PATHS];
+  for (const p of extra) if (p !== undefined) paths.push(canonicalApiPath(p) ?? p);
+  return paths;
+}
+
+export function isForbiddenApiPath(rawPath: string, forbidden: readonly string[] = FORBIDDEN_API_PATHS): boolean {
   const canonical = canonicalApiPath(rawPath);
-  return canonical !== null && FORBIDDEN_API_PATHS.includes(canonical);
+  return canonical !== null && forbidden.includes(canonical);
+}
+
+// A segment of dots followed by spaces, tabs or more dots (`...`, `.. `, `..\t`, `. `): servers
+// that trim trailing dots and spaces (IIS, Windows file APIs) or read `...` as a parent read
+// these as `.` or `..`; cloakroom does not guess which, it refuses them.
+const DOTTED_SEGMENT = /^\.[.\s]+$/u;
+// After a decoding stage these change where the path ends for a server that decodes and then
+// parses again (`%3F`, `%23`) or reads the path as a C string (`%00`).
+const PATH_ENDERS = /[?#\u0000]/;
+
+/**
+ * A path part that some upstream server may read differently from cloakroom's own checks
+ * (contract: 400 `invalid_path`): `..` or a dotted segment in any decoding stage, an encoded
+ * `?` or `#`, a NUL, a raw `#`, or a stage that cannot be decoded.
+ */
+export function isAmbiguousApiPath(rawPath: string): boolean {
+  const path = pathPart(rawPath);
+  if (path.includes('#')) return true;
+  const { stages, complete } = decodingStages(path);
+  if (!complete) return true;
+  for (const stage of stages) {
+    if (PATH_ENDERS.test(stage)) return true;
+    for (const segment of stage.split(SEGMENT_SEPARATORS)) {
+      const name = segmentName(segment);
+      if (name === '..' || DOTTED_SEGMENT.test(name)) return true;
+    }
+  }
+  return false;
+}
+
+export type ApiPathVerdict = 'ok' | 'invalid' | 'forbidden';
+
+/** The proxy's verdict on the path part of a request (what precedes the first raw `?`). */
+export function apiPathVerdict(rawPath: string, forbidden: readonly string[] = FORBIDDEN_API_PATHS): ApiPathVerdict {
+  if (isAmbiguousApiPath(rawPath) || hasDotDotSegment(rawPath)) return 'invalid';
+  return isForbiddenApiPath(rawPath, forbidden) ? 'forbidden' : 'ok';
 }
 
 export interface DownloadPathMatcher {

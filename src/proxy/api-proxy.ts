@@ -1,0 +1,87 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { LRUCache } from 'lru-cache';
+import type { Dispatcher } from 'undici';
+import { errors } from '../errors.js';
+import type { TokenAccess } from '../core/token-access.js';
+import type { SessionTokens } from '../core/token-vault.js';
+import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../core/upstream-paths.js';
+import type { UpstreamClient } from '../upstream/client.js';
+import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
+import { directForwarding } from './forwarding.js';
+import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
+import { BODY_IDLE_TIMEOUT_MS, readRequestBody, type RequestBody } from './replayable-body.js';
+
+export { REPLAY_LIMIT } from './replayable-body.js';
+
+/**
+ * The path checks (every decoding stage, canonical form) are a pure function of the raw path
+ * and an SPA asks for the same few paths again and again, so verdicts are remembered: the
+ * 4096 most recently used paths of up to 256 characters (about 1 MB), per proxy.
+ */
+function createPathVerdicts(forbidden: readonly string[]): (rawPath: string) => ApiPathVerdict {
+  const verdicts = new LRUCache<string, ApiPathVerdict>({ max: 4096 });
+  return (rawPath) => {
+    const known = verdicts.get(rawPath);
+    if (known !== undefined) return known;
+    const verdict = apiPathVerdict(rawPath, forbidden);
+    if (rawPath.length <= 256) verdicts.set(rawPath, verdict);
+    return verdict;
+  };
+}
+
+export interface ApiProxyDeps extends ExchangeHooks {
+  upstream: UpstreamClient;
+  tokens: TokenAccess;
+  readSessionId(cookieHeader: string | undefined): string | null;
+  /** Canonical credential paths refused with 403 (`credentialApiPaths(config)`); default: the four Nexudus ones. */
+  forbiddenPaths?: readonly string[];
+  /** `X-Forwarded-*` for a request (`createForwarding(trustFn, ownOrigin)`); default: the socket's own. */
+  forwarding?: (req: IncomingMessage) => ForwardedFor;
+  /** A request body idle this long is given up on; default BODY_IDLE_TIMEOUT_MS. */
+  bodyIdleTimeoutMs?: number;
+}
+
+/**
+ * `ANY /api/*`: a raw Node handler, no framework on the hot path (see docs/performance.md).
+ * Steady state sends no Redis command: the token record comes from the tracked cache
+ * (store/tracked-token-store.ts), else from one GET. The parts: path verdicts (here), header
+ * rules (header-rules.ts), the replayable body (replayable-body.ts), one upstream exchange
+ * written into the browser's answer (exchange.ts).
+ */
+export function createApiProxy(deps: ApiProxyDeps) {
+  const { upstream } = deps;
+  const pathVerdict = createPathVerdicts(deps.forbiddenPaths ?? FORBIDDEN_API_PATHS);
+  const forwarding = deps.forwarding ?? directForwarding;
+
+  const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
+    const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream', forwarded: forwarding(req) });
+    return new Promise<Outcome>((resolve, reject) => {
+      upstream.dispatch(
+        { method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data },
+        new ProxyExchange(req, res, tokens, replayable, resolve, reject, deps),
+      );
+    });
+  };
+
+  return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // TRACE echoes the request (its Cookie and our Bearer with it); CONNECT would make us a tunnel.
+    if (req.method === 'TRACE' || req.method === 'CONNECT') throw errors.methodNotAllowed(req.method);
+    const rawUrl = req.url ?? '/';
+    const q = rawUrl.indexOf('?');
+    const verdict = pathVerdict(q === -1 ? rawUrl : rawUrl.slice(0, q));
+    // A raw `#` (a raw client can send one) ends the path or query for every server upstream.
+    if (verdict === 'invalid' || (q !== -1 && rawUrl.includes('#', q))) throw errors.invalidPath();
+    if (verdict === 'forbidden') throw errors.forbiddenPath();
+
+    const sid = deps.readSessionId(req.headers.cookie);
+    if (!sid) throw errors.unauthenticated();
+    const tokens = await deps.tokens.currentTokens(sid);
+
+    const body = await readRequestBody(req, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
+    if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') {
+      // The access token may have been revoked early: refresh once, replay once.
+      const fresh = await deps.tokens.tokensAfterRejection(sid, tokens);
+      await exchange(req, res, body, fresh, false);
+    }
+  };
+}

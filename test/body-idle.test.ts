@@ -9,7 +9,7 @@ import { sendError } from '../src/http/respond.js';
 import { createLogger } from '../src/logger.js';
 import { createApiProxy } from '../src/proxy/api-proxy.js';
 import { createUpstreamClient, type UpstreamClient } from '../src/upstream/client.js';
-import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream.js';
+import { startFakeUpstream, type FakeUpstream } from '../scripts/fake-upstream/index.js';
 
 /**
  * The request-body idle bound, on the proxy alone (a short bound; the app's is 15 s): a body

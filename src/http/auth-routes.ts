@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import type { AuthDialect, Credentials, SessionUser, TokenSet } from '../auth/dialect.js';
+import type { AuthDialect, Credentials } from '../auth/dialect.js';
 import { AppError, errors } from '../errors.js';
 import type { IdleToucher } from '../core/idle-touch.js';
 import type { LoginThrottle } from '../core/login-throttle.js';

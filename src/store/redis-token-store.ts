@@ -1,7 +1,7 @@
 import { allSessionKeys, sessionKeys } from './keys.js';
 import type { RedisClient } from './redis-client.js';
 import { createRedisGuard, type RedisGuard } from './redis-guard.js';
-import { decodeRecord, encodeRecord, type ReplaceOutcome, type TokenRecord, type TokenStore } from './token-store.js';
+import { decodeRecord, encodeRecord, type ReplaceOutcome, type TokenStore } from './token-store.js';
 
 // Compare-and-set on the record's version: a refresh never overwrites newer tokens.
 const REPLACE_LUA = `

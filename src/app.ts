@@ -1,6 +1,5 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { Redis } from 'ioredis';
 import session from 'express-session';
 import helmet from 'helmet';
 import type { AuthDialect } from './auth/dialect.js';
@@ -12,6 +11,7 @@ import { createIdleToucher } from './core/idle-touch.js';
 import { createLinkSigner } from './core/link-signing.js';
 import { createLoginThrottle } from './core/login-throttle.js';
 import { createRefresher } from './core/refresh.js';
+import { createSessionLifecycle, sessionTimeouts } from './core/session-lifecycle.js';
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
@@ -29,12 +29,8 @@ import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { newSessionId } from './store/keys.js';
-import { createMemoryTokenStore } from './store/memory-token-store.js';
-import { createOidcStore } from './store/oidc-store.js';
+import { createBackends } from './store/backends.js';
 import type { RedisClient } from './store/redis-client.js';
-import { createRedisTokenStore } from './store/redis-token-store.js';
-import { createTrackedTokenStore } from './store/tracked-token-store.js';
-import { createSessionRecordStore } from './store/session-record-store.js';
 import type { TokenStore } from './store/token-store.js';
 import { createUpstreamClient, type UpstreamClient } from './upstream/client.js';
 
@@ -78,31 +74,31 @@ export function createApp(deps: AppDeps): Cloakroom {
   const { config, logger } = deps;
   const clock = deps.clock ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
-  const onStoreError = () => metrics.redisErrors.inc();
-  const redisStore = deps.redis
-    ? createRedisTokenStore(deps.redis, { onError: onStoreError, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) })
-    : null;
-  // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
-  // Sentinel; a Cluster would need a tracking connection per node, not done yet).
-  const tracked = deps.redis instanceof Redis && redisStore ? createTrackedTokenStore(redisStore, deps.redis) : null;
-  const store: TokenStore = tracked ?? redisStore ?? createMemoryTokenStore(clock);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const oidc = config.authMode === 'oidc' && config.oidc ? createOidcProvider(config.oidc, config.upstreamTimeoutMs) : null;
   const dialect = createDialect(config, upstream, oidc);
   const sealer = createTokenSealer(config.tokenKeys);
+  const timeouts = sessionTimeouts(config.idleTimeoutSeconds * 1000, config.absoluteTimeoutSeconds * 1000);
+  const backends = createBackends({
+    redis: deps.redis,
+    clock,
+    timeouts,
+    onRedisError: () => metrics.redisErrors.inc(),
+    hasReplicas: deps.hasReplicas,
+  });
+  const store = backends.tokens;
   const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
-  const idleMs = config.idleTimeoutSeconds * 1000;
-  const absoluteMs = config.absoluteTimeoutSeconds * 1000;
   const toucher = createIdleToucher({
     store,
-    idleMs,
-    intervalMs: Math.min(60_000, Math.max(1000, idleMs / 20)),
+    timeouts,
+    intervalMs: Math.min(60_000, Math.max(1000, timeouts.idleMs / 20)),
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });
+  const sessions = createSessionLifecycle({ store, vault, toucher, timeouts, clock, oidcStore: oidc ? backends.oidc : undefined });
   const refresher = createRefresher({
     vault,
-    store,
+    sessions,
     dialect,
     clock,
     // Two upstream timeouts (headers, body) and slack: a lease never ends mid-refresh.
@@ -135,7 +131,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const sessionMiddleware = session({
     name: config.cookie.name,
     secret: config.sessionSecrets,
-    store: createSessionRecordStore(deps.redis, { idleMs, clock, onError: onStoreError }),
+    store: backends.sessionRecords,
     genid: newSessionId,
     resave: false,
     saveUninitialized: false,
@@ -174,15 +170,13 @@ export function createApp(deps: AppDeps): Cloakroom {
   app.use('/auth', jsonHelmet, noStore, antiForgery, ...bodies, declaredSecure, sessionMiddleware, createAuthRoutes({
     dialect,
     vault,
-    store,
+    sessions,
     toucher,
-    throttle: createLoginThrottle(deps.redis, config.loginMaxFailures),
+    throttle: createLoginThrottle(backends.throttle, config.loginMaxFailures),
     metrics,
     clock,
-    idleMs,
-    absoluteMs,
     cookie: config.cookie,
-    ...(oidc ? { oidc: { provider: oidc, oidcStore: createOidcStore(deps.redis, clock), sealer } } : {}),
+    ...(oidc ? { oidc: { provider: oidc, oidcStore: backends.oidc, sealer } } : {}),
   }));
   app.use('/links', jsonHelmet, createLinkRoutes({
     signer: createLinkSigner({
@@ -243,7 +237,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     },
     close: async () => {
       shuttingDown = true;
-      tracked?.close();
+      backends.close();
       await upstream.close().catch(() => undefined);
     },
   };

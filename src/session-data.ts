@@ -5,8 +5,8 @@ import type { SessionUser } from './auth/dialect.js';
 declare module 'express-session' {
   interface SessionData {
     user: SessionUser;
+    /** The absolute end follows from it (core/session-lifecycle.ts); only the token record stores it. */
     createdAt: number;
-    absoluteExpiresAt: number;
   }
 }
 

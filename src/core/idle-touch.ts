@@ -1,4 +1,6 @@
+import { LRUCache } from 'lru-cache';
 import type { TokenStore } from '../store/token-store.js';
+import type { SessionTimeouts } from './session-lifecycle.js';
 
 /**
  * Extends a session's idle timeout at most once per interval per session and instance, so
@@ -7,24 +9,25 @@ import type { TokenStore } from '../store/token-store.js';
  */
 export function createIdleToucher(opts: {
   store: TokenStore;
-  idleMs: number;
+  timeouts: SessionTimeouts;
   intervalMs: number;
   clock: () => number;
   maxEntries?: number;
   onError?: (err: unknown) => void;
 }) {
-  const maxEntries = opts.maxEntries ?? 100_000;
-  const lastTouched = new Map<string, number>();
+  // An entry means "touched less than an interval ago": it lives one interval, and the least
+  // recently touched sessions go first past maxEntries.
+  const touchedRecently = new LRUCache<string, true>({
+    max: opts.maxEntries ?? 100_000,
+    ttl: opts.intervalMs,
+    ttlResolution: 0,
+    perf: { now: opts.clock },
+  });
 
   const touchNow = async (sid: string, absoluteExpiresAt: number): Promise<number> => {
     const now = opts.clock();
-    lastTouched.delete(sid);
-    lastTouched.set(sid, now);
-    if (lastTouched.size > maxEntries) {
-      const oldest = lastTouched.keys().next().value;
-      if (oldest !== undefined) lastTouched.delete(oldest);
-    }
-    const ttl = Math.min(opts.idleMs, absoluteExpiresAt - now);
+    touchedRecently.set(sid, true);
+    const ttl = opts.timeouts.ttlAt(now, absoluteExpiresAt);
     await opts.store.touch(sid, ttl);
     return now + ttl;
   };
@@ -34,15 +37,14 @@ export function createIdleToucher(opts: {
     touchNow,
     /** Fire-and-forget on the proxy path: a failed touch is retried by the next request. */
     maybeTouch(sid: string, absoluteExpiresAt: number): void {
-      const last = lastTouched.get(sid);
-      if (last !== undefined && opts.clock() - last < opts.intervalMs) return;
+      if (touchedRecently.has(sid)) return;
       touchNow(sid, absoluteExpiresAt).catch((err: unknown) => {
-        lastTouched.delete(sid);
+        touchedRecently.delete(sid);
         opts.onError?.(err);
       });
     },
     forget(sid: string): void {
-      lastTouched.delete(sid);
+      touchedRecently.delete(sid);
     },
   };
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { StoreError } from '../errors.js';
-import type { RedisClient } from '../store/redis-client.js';
+import type { RateLimiterAbstract, RateLimiterRes } from 'rate-limiter-flexible';
+import { THROTTLE_PREFIXES } from '../store/keys.js';
+import type { RedisGuard } from '../store/redis-guard.js';
 
 const WINDOW_SECONDS = 15 * 60;
 
@@ -15,30 +15,25 @@ export function canonicalEmail(email: string): string {
   return email.normalize('NFKC').replace(/[\p{Cf}\p{White_Space}]/gu, '').toUpperCase().toLowerCase();
 }
 
+/** Where the counts live: chosen once with the other stores (store/backends.ts). */
+export interface ThrottleBackend {
+  limiter(opts: { keyPrefix: string; points: number; duration: number }): RateLimiterAbstract;
+  guard: RedisGuard;
+}
+
 export type ThrottleVerdict = { allowed: true } | { allowed: false; retryAfterSeconds: number };
 
 /**
  * Failed sign-ins counted per email and per client address, in Redis so every instance sees
  * one count (contract: LOGIN_MAX_FAILURES per email, five times that per address, per 15 min).
  */
-export function createLoginThrottle(client: RedisClient | null, maxFailures: number) {
-  const make = (keyPrefix: string, points: number): RateLimiterAbstract =>
-    client
-      ? new RateLimiterRedis({ storeClient: client, keyPrefix, points, duration: WINDOW_SECONDS })
-      : new RateLimiterMemory({ keyPrefix, points, duration: WINDOW_SECONDS });
-  const byEmail = make('cr:rl:email', maxFailures);
-  const byAddress = make('cr:rl:addr', maxFailures * 5);
+export function createLoginThrottle(backend: ThrottleBackend, maxFailures: number) {
+  const { guard } = backend;
+  const byEmail = backend.limiter({ keyPrefix: THROTTLE_PREFIXES.email, points: maxFailures, duration: WINDOW_SECONDS });
+  const byAddress = backend.limiter({ keyPrefix: THROTTLE_PREFIXES.address, points: maxFailures * 5, duration: WINDOW_SECONDS });
   // Emails are personal data: Redis keeps only a digest, of the form every spelling of one address shares.
   const emailKey = (email: string) => createHash('sha256').update(canonicalEmail(email)).digest('base64url');
 
-  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof RateLimiterRes) throw err;
-      throw new StoreError(err);
-    }
-  };
   // Reserved points include the attempt itself: blocked once earlier failures reach the limit.
   const blocked = (res: RateLimiterRes, points: number) =>
     res.consumedPoints > points ? Math.max(1, Math.ceil(res.msBeforeNext / 1000)) : 0;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { AuthDialect } from '../auth/dialect.js';
-import type { TokenStore } from '../store/token-store.js';
 import type { UpstreamFailure } from '../upstream/client.js';
+import type { SessionLifecycle } from './session-lifecycle.js';
 import type { SessionTokens, TokenVault } from './token-vault.js';
 
 /** Duende-style result the callers switch on; a store failure is thrown (StoreError). */
@@ -14,7 +14,8 @@ export type FreshTokens =
 
 export interface RefreshDeps {
   vault: TokenVault;
-  store: TokenStore;
+  /** A refused refresh ends the session: every key and every local cache. */
+  sessions: Pick<SessionLifecycle, 'end'>;
   dialect: AuthDialect;
   clock: () => number;
   /** Longer than the slowest upstream refresh can take, so a lease never ends mid-refresh. */
@@ -29,10 +30,8 @@ export interface Refresher {
   refreshTokensOnce(sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens>;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 export function createRefresher(deps: RefreshDeps): Refresher {
-  const { vault, store, dialect, clock, leaseMs } = deps;
+  const { vault, sessions, dialect, clock, leaseMs } = deps;
   const pollMs = deps.pollMs ?? 20;
   // First de-duplication: concurrent requests of one session in this process share one attempt.
   const inflight = new Map<string, Promise<FreshTokens>>();
@@ -43,7 +42,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
     const outcome = await dialect.refresh(current.refreshToken, current.clientId);
     if (outcome.kind === 'refused') {
       deps.onRefresh?.('refused');
-      await store.destroy(sid);
+      await sessions.end(sid);
       return { kind: 'ended' };
     }
     if (outcome.kind === 'failed') {
@@ -62,7 +61,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
   /*
    * Every Redis round trip here waits for its turn in an event loop that is also taking in the
    * burst of requests that found the token due, so the path to the upstream call and back has
-   * as few as the rules allow: one claim (lock attempt + fresh read, store.claimRefresh) before
+   * as few as the rules allow: one claim (lock attempt + fresh read, vault.claim) before
    * it, one compare-and-set after it. The release is sent, not waited for, before the waiters
    * get their tokens.
    */
@@ -70,13 +69,12 @@ export function createRefresher(deps: RefreshDeps): Refresher {
     const deadline = clock() + leaseMs;
     for (;;) {
       const owner = randomUUID();
-      const claim = await store.claimRefresh(sid, owner, leaseMs, seen.version);
-      const current = claim.record ? vault.open(sid, claim.record) : null;
-      if (claim.locked) {
+      const { locked, tokens: current } = await vault.claim(sid, owner, leaseMs, seen.version);
+      if (locked) {
         try {
           return current ? await refreshHoldingLock(sid, current) : { kind: 'gone' };
         } finally {
-          store.releaseLock(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
+          vault.release(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
         }
       }
       if (!current) return { kind: 'gone' };
@@ -85,7 +83,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
       if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };
       // Another instance holds the lock: wait for its tokens instead of refreshing again,
       // woken by the store's change notification where it has one, else by the poll interval.
-      await (store.changed ? store.changed(sid, pollMs) : sleep(pollMs));
+      await vault.changed(sid, pollMs);
     }
   };
 

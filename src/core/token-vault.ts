@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { TokenSet } from '../auth/dialect.js';
 import type { TokenSealer } from './token-crypto.js';
 import type { ReplaceOutcome, TokenRecord, TokenStore } from '../store/token-store.js';
@@ -37,13 +38,23 @@ export type TokenHint = Pick<SessionTokens, 'version' | 'refreshAt' | 'absoluteE
 
 const MAX_HINTS = 50_000;
 
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
 interface SealedPart { a: string; r: string | null; c: string; i?: string }
 
 export interface TokenVault {
   /** `fresh`: straight from the store, past any local cache (the refresher, after a lost compare-and-set). */
   read(sid: string, opts?: { fresh?: boolean }): Promise<SessionTokens | null>;
-  /** The tokens of a record the caller read itself (the refresher's claim); null if no key opens it. */
-  open(sid: string, record: TokenRecord): SessionTokens | null;
+  /**
+   * The refresher's one round trip: takes the session's refresh lock for `owner` only while the
+   * stored tokens are still at `seenVersion`, and returns the stored tokens either way, opened
+   * (null: no session, or none a configured key opens).
+   */
+  claim(sid: string, owner: string, leaseMs: number, seenVersion: number): Promise<{ locked: boolean; tokens: SessionTokens | null }>;
+  /** Releases a lock `owner` still holds. */
+  release(sid: string, owner: string): Promise<void>;
+  /** Resolves when the session's tokens may have changed (the tracked store's notice), or after maxMs. */
+  changed(sid: string, maxMs: number): Promise<void>;
   /**
    * What this process last saw of a session's record: version and times, nothing secret. Kept
    * longer than the token cache (up to 50,000 sessions), so a request can tell that the tokens
@@ -92,11 +103,10 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     });
   };
 
-  const hints = new Map<string, TokenHint>();
+  // No TTL: a hint is only ever a reason to ask the store, and the least recently used go first.
+  const hints = new LRUCache<string, TokenHint>({ max: MAX_HINTS });
   const remember = (sid: string, t: SessionTokens) => {
     if (hints.get(sid)?.version === t.version) return;
-    hints.delete(sid);
-    if (hints.size >= MAX_HINTS) hints.delete(hints.keys().next().value as string);
     hints.set(sid, { version: t.version, refreshAt: t.refreshAt, absoluteExpiresAt: t.absoluteExpiresAt });
   };
   // The tracked cache and joined reads hand out one record object to many requests: open it
@@ -118,7 +128,14 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
       return record ? open(sid, record) : null;
     },
 
-    open,
+    async claim(sid, owner, leaseMs, seenVersion) {
+      const { locked, record } = await store.claimRefresh(sid, owner, leaseMs, seenVersion);
+      return { locked, tokens: record ? open(sid, record) : null };
+    },
+
+    release: (sid, owner) => store.releaseLock(sid, owner),
+
+    changed: (sid, maxMs) => (store.changed ? store.changed(sid, maxMs) : sleep(maxMs)),
 
     hint: (sid) => hints.get(sid),
 

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import type { AuthDialect, Credentials, SessionUser, TokenSet } from '../auth/dialect.js';
+import type { AuthDialect, Credentials } from '../auth/dialect.js';
 import { AppError, errors } from '../errors.js';
 import type { IdleToucher } from '../core/idle-touch.js';
 import type { LoginThrottle } from '../core/login-throttle.js';
 import { resolveReturnTo } from '../core/redirects.js';
 import { escapeUrlUnsafeChars } from '../core/link-urls.js';
+import type { SessionLifecycle } from '../core/session-lifecycle.js';
 import type { TokenVault } from '../core/token-vault.js';
-import type { TokenStore } from '../store/token-store.js';
 import { failureToError } from '../upstream/client.js';
 import type { Metrics } from '../metrics.js';
 import { mountOidcRoutes, type OidcRouteDeps } from './oidc-routes.js';
@@ -16,13 +16,11 @@ import '../session-data.js';
 export interface AuthRouteDeps {
   dialect: AuthDialect;
   vault: TokenVault;
-  store: TokenStore;
+  sessions: SessionLifecycle;
   toucher: IdleToucher;
   throttle: LoginThrottle;
   metrics: Metrics;
   clock: () => number;
-  idleMs: number;
-  absoluteMs: number;
   cookie: { name: string; secure: boolean; sameSite: 'lax' | 'strict' };
   /** AUTH_MODE=oidc: sign-in by redirect, logout with the provider's logout URL, back-channel logout. */
   oidc?: Pick<OidcRouteDeps, 'provider' | 'oidcStore' | 'sealer'>;
@@ -50,28 +48,22 @@ function parseCredentials(body: unknown, form: boolean): Credentials & { remembe
 
 export function createAuthRoutes(deps: AuthRouteDeps): Router {
   const router = express.Router();
-  const { vault, store, clock } = deps;
+  const { vault, sessions, clock } = deps;
 
   /** A new session id for every sign-in (no fixation); whatever the old one held is deleted. */
-  const establishSession = async (req: Request, init: { tokens: TokenSet; user: SessionUser; clientId: string; remember: boolean }) => {
-    if (req.session.user) {
-      deps.toucher.forget(req.sessionID);
-      await store.destroy(req.sessionID);
-    }
+  const establishSession: OidcRouteDeps['establishSession'] = async (req, { user, remember, ...start }) => {
+    if (req.session.user) await sessions.end(req.sessionID);
     await regenerate(req);
-    const now = clock();
-    const absoluteExpiresAt = now + deps.absoluteMs;
-    await vault.create(req.sessionID, { tokens: init.tokens, clientId: init.clientId, absoluteExpiresAt }, Math.min(deps.idleMs, deps.absoluteMs));
-    req.session.user = init.user;
-    req.session.createdAt = now;
-    req.session.absoluteExpiresAt = absoluteExpiresAt;
-    if (init.remember) req.session.cookie.maxAge = deps.absoluteMs;
+    const { createdAt } = await sessions.start(req.sessionID, start);
+    req.session.user = user;
+    req.session.createdAt = createdAt;
+    if (remember) req.session.cookie.maxAge = sessions.timeouts.absoluteMs;
     await save(req);
   };
 
   if (deps.oidc) {
-    const { store: tokenStore, toucher, metrics, absoluteMs, cookie } = deps;
-    mountOidcRoutes(router, { ...deps.oidc, store: tokenStore, toucher, metrics, absoluteMs, cookie, establishSession });
+    const { metrics, cookie } = deps;
+    mountOidcRoutes(router, { ...deps.oidc, sessions, metrics, cookie, establishSession });
   }
 
   router.post('/login', async (req: Request, res: Response) => {
@@ -128,8 +120,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
         const record = await vault.read(req.sessionID);
         logoutUrl = record ? await deps.oidc.provider.endSessionUrl(record.idToken).catch(() => null) : null;
       }
-      deps.toucher.forget(req.sessionID);
-      await store.destroy(req.sessionID);
+      await sessions.end(req.sessionID);
       await destroy(req);
     }
     res.clearCookie(deps.cookie.name, { path: '/', httpOnly: true, secure: deps.cookie.secure, sameSite: deps.cookie.sameSite });

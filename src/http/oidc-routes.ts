@@ -3,15 +3,14 @@ import type { Request, Response, Router } from 'express';
 import { parse as parseCookies } from 'cookie';
 import * as oauth from 'openid-client';
 import type { OidcProvider } from '../auth/oidc.js';
-import type { SessionUser, TokenSet } from '../auth/dialect.js';
+import type { SessionUser } from '../auth/dialect.js';
 import { errors } from '../errors.js';
-import type { IdleToucher } from '../core/idle-touch.js';
 import { escapeUrlUnsafeChars } from '../core/link-urls.js';
 import { resolveReturnTo } from '../core/redirects.js';
+import type { SessionLifecycle, SessionStart } from '../core/session-lifecycle.js';
 import type { TokenSealer } from '../core/token-crypto.js';
 import type { Metrics } from '../metrics.js';
 import type { OidcStore } from '../store/oidc-store.js';
-import type { TokenStore } from '../store/token-store.js';
 import { failureToError } from '../upstream/client.js';
 
 /** How long a started sign-in may take at the provider. */
@@ -21,12 +20,10 @@ export interface OidcRouteDeps {
   provider: OidcProvider;
   oidcStore: OidcStore;
   sealer: TokenSealer;
-  store: TokenStore;
-  toucher: IdleToucher;
+  sessions: Pick<SessionLifecycle, 'end'>;
   metrics: Metrics;
-  absoluteMs: number;
   cookie: { name: string; secure: boolean };
-  establishSession(req: Request, init: { tokens: TokenSet; user: SessionUser; clientId: string; remember: boolean }): Promise<void>;
+  establishSession(req: Request, init: SessionStart & { user: SessionUser; remember: boolean }): Promise<void>;
 }
 
 interface Attempt {
@@ -86,8 +83,13 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
       deps.metrics.logins.inc({ outcome: outcome.error.code });
       throw outcome.error;
     }
-    await deps.establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId: randomUUID(), remember: false });
-    await oidcStore.index(req.sessionID, { sid: outcome.providerSid, sub: outcome.subject }, deps.absoluteMs);
+    await deps.establishSession(req, {
+      tokens: outcome.tokens,
+      user: outcome.user,
+      clientId: randomUUID(),
+      remember: false,
+      providerOwners: { sid: outcome.providerSid, sub: outcome.subject },
+    });
     deps.metrics.logins.inc({ outcome: 'ok' });
     res.status(302).set('Location', escapeUrlUnsafeChars(attempt.r)).end();
   });
@@ -99,10 +101,7 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     const claims = await provider.verifyLogoutToken(token);
     if (!claims) throw errors.invalidRequest('The logout token is not valid.');
     const sessions = claims.sid ? await oidcStore.takeSessions({ sid: claims.sid }) : await oidcStore.takeSessions({ sub: claims.sub ?? '' });
-    for (const sid of sessions) {
-      deps.toucher.forget(sid);
-      await deps.store.destroy(sid);
-    }
+    for (const sid of sessions) await deps.sessions.end(sid);
     res.status(200).set('Cache-Control', 'no-store').end();
   });
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { StoreError } from '../errors.js';
+import { OIDC_PREFIXES } from './keys.js';
 import type { RedisClient } from './redis-client.js';
+import type { RedisGuard } from './redis-guard.js';
 
 /**
  * What OIDC mode keeps besides sessions: login attempts in flight (by `state`, single use) and
@@ -18,21 +19,11 @@ export interface OidcStore {
 }
 
 const digest = (v: string) => createHash('sha256').update(v).digest('base64url');
-const attemptKey = (state: string) => `cr:oidc:att:${digest(state)}`;
-const ownerKey = (owner: { sid: string } | { sub: string }) => ('sid' in owner ? `cr:oidc:sid:${digest(owner.sid)}` : `cr:oidc:sub:${digest(owner.sub)}`);
+const attemptKey = (state: string) => `${OIDC_PREFIXES.attempt}${digest(state)}`;
+const ownerKey = (owner: { sid: string } | { sub: string }) =>
+  'sid' in owner ? `${OIDC_PREFIXES.providerSid}${digest(owner.sid)}` : `${OIDC_PREFIXES.subject}${digest(owner.sub)}`;
 
-export function createOidcStore(client: RedisClient | null, clock: () => number = Date.now): OidcStore {
-  return client ? redisOidcStore(client) : memoryOidcStore(clock);
-}
-
-function redisOidcStore(client: RedisClient): OidcStore {
-  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw new StoreError(err);
-    }
-  };
+export function createRedisOidcStore(client: RedisClient, guard: RedisGuard): OidcStore {
   const ms = (ttlMs: number) => Math.max(1, Math.ceil(ttlMs));
   return {
     putAttempt: (state, sealed, ttlMs) =>
@@ -57,7 +48,8 @@ function redisOidcStore(client: RedisClient): OidcStore {
   };
 }
 
-function memoryOidcStore(clock: () => number): OidcStore {
+/** Development stand-in (no Redis): one process, nothing shared. */
+export function createMemoryOidcStore(clock: () => number): OidcStore {
   const attempts = new Map<string, { value: string; until: number }>();
   const owners = new Map<string, { ids: Set<string>; until: number }>();
   return {

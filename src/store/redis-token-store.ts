@@ -1,7 +1,7 @@
-import { StoreError } from '../errors.js';
 import { allSessionKeys, sessionKeys } from './keys.js';
 import type { RedisClient } from './redis-client.js';
-import { decodeRecord, encodeRecord, type ReplaceOutcome, type TokenRecord, type TokenStore } from './token-store.js';
+import { createRedisGuard, type RedisGuard } from './redis-guard.js';
+import { decodeRecord, encodeRecord, type ReplaceOutcome, type TokenStore } from './token-store.js';
 
 // Compare-and-set on the record's version: a refresh never overwrites newer tokens.
 const REPLACE_LUA = `
@@ -31,20 +31,13 @@ export interface RedisTokenStoreOptions {
   /** Ask one replica to acknowledge rotated tokens (WAIT 1 ms) when replicas exist. */
   hasReplicas?: () => boolean;
   replicaAckTimeoutMs?: number;
-  onError?: (err: unknown) => void;
+  /** The app's one guard (counts failures); a bare one by default (tests). */
+  guard?: RedisGuard;
 }
 
 export function createRedisTokenStore(client: RedisClient, opts: RedisTokenStoreOptions = {}): TokenStore {
   const ackTimeout = opts.replicaAckTimeoutMs ?? 100;
-  // Library errors are translated here, at the boundary, into the one StoreError the HTTP layer maps to 503.
-  const guard = async <T>(fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      opts.onError?.(err);
-      throw new StoreError(err);
-    }
-  };
+  const guard = opts.guard ?? createRedisGuard();
 
   return {
     readTokens: (sid) =>

@@ -28,6 +28,8 @@ export interface TokenStore {
   /** Extends every key of the session to ttlMs (idle timeout, capped by the absolute end). */
   touch(sid: string, ttlMs: number): Promise<void>;
   destroy(sid: string): Promise<void>;
+  /** Drops whatever this process caches of the session, no Redis command (the tracked store). */
+  forget?(sid: string): void;
   /**
    * One round trip for the refresher: takes the session's refresh lock for `owner` only if the
    * stored record is still at `seenVersion`, and returns the stored record either way (null:

@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
+import { LRUCache } from 'lru-cache';
+import { TOKENS_PREFIX } from './keys.js';
 import { reviveWhenEnded } from './redis-client.js';
 import type { TokenRecord, TokenStore } from './token-store.js';
-
-const TOKENS_PREFIX = 'cr:tok:';
 
 export interface TrackedStoreOptions {
   /** Entries older than this are read again even without an invalidation (key expiry lag, missed messages). */
@@ -18,6 +18,8 @@ export interface TrackedTokenStore extends TokenStore {
   /** Reads Redis, never the cache: for the refresher's read after a lost compare-and-set. */
   readTokensFresh(sid: string): Promise<TokenRecord | null>;
   readonly cacheEnabled: boolean;
+  /** Drops this process's entry for the session (an ended session; writes drop it themselves). */
+  forget(sid: string): void;
   close(): void;
 }
 
@@ -35,7 +37,8 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
   const maxAgeMs = opts.maxAgeMs ?? 1000;
   const maxEntries = opts.maxEntries ?? 50_000;
   const healthIntervalMs = opts.healthIntervalMs ?? 250;
-  const entries = new Map<string, { record: TokenRecord; at: number }>();
+  // Least recently read sessions go first; an entry serves reads for maxAgeMs at most (clock-exact, no timers).
+  const entries = new LRUCache<string, TokenRecord>({ max: maxEntries, ttl: maxAgeMs, ttlResolution: 0, perf: { now: clock } });
   const watchers = new Map<string, Set<() => void>>();
   const reading = new Map<string, { generation: number; read: Promise<TokenRecord | null> }>();
   const wake = (sid: string) => {
@@ -55,7 +58,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
 
   const setEnabled = (on: boolean) => {
     if (!on) {
-      entries.clear();
+      if (entries.size > 0) entries.clear();
       generation += 1;
     }
     if (on !== enabled) {
@@ -139,7 +142,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     readTokens(sid) {
       if (!enabled) return inner.readTokens(sid);
       const hit = entries.get(sid);
-      if (hit && clock() - hit.at < maxAgeMs) return Promise.resolve(hit.record);
+      if (hit) return Promise.resolve(hit);
       // A burst on an uncached session sends one GET, not one per request: later callers join
       // a read already in flight, unless an invalidation came since it was sent (generation).
       const seen = generation;
@@ -148,10 +151,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
       const read = inner.readTokens(sid).then(
         (record) => {
           if (reading.get(sid)?.read === read) reading.delete(sid);
-          if (record && enabled && seen === generation) {
-            if (entries.size >= maxEntries) entries.delete(entries.keys().next().value as string);
-            entries.set(sid, { record, at: clock() });
-          }
+          if (record && enabled && seen === generation) entries.set(sid, record);
           return record;
         },
         (err: unknown) => {
@@ -163,6 +163,7 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
       return read;
     },
     readTokensFresh: (sid) => inner.readTokens(sid),
+    forget,
     changed: (sid, maxMs) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(done, maxMs);

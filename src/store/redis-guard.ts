@@ -1,0 +1,20 @@
+import { StoreError } from '../errors.js';
+
+/** Runs one store operation against Redis; a failure is reported once and thrown as StoreError. */
+export type RedisGuard = <T>(operation: () => Promise<T>) => Promise<T>;
+
+/**
+ * The one boundary where library errors (ioredis, connect-redis, rate-limiter-flexible) become
+ * the StoreError the HTTP layer maps to 503, never a logout. Every Redis-backed store takes
+ * this guard, so `onError` (the redis-errors metric) sees every failure of every store.
+ */
+export function createRedisGuard(onError?: (err: unknown) => void): RedisGuard {
+  return async (operation) => {
+    try {
+      return await operation();
+    } catch (err) {
+      onError?.(err);
+      throw new StoreError(err);
+    }
+  };
+}

@@ -1,11 +1,11 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import session from 'express-session';
 import helmet from 'helmet';
 import type { AuthDialect } from './auth/dialect.js';
 import { createJsonDialect } from './auth/json-api.js';
 import { createNexudusDialect } from './auth/nexudus.js';
-import { createOidcProvider, type OidcProvider } from './auth/oidc.js';
+import { createOidcDialect } from './auth/oidc.js';
 import type { Config } from './config.js';
 import { createIdleToucher } from './core/idle-touch.js';
 import { createLinkSigner } from './core/link-signing.js';
@@ -17,14 +17,16 @@ import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
 import { compileDownloadPaths, credentialApiPaths } from './core/upstream-paths.js';
 import { errors } from './errors.js';
-import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.js';
+import { antiForgeryGuard, createAntiForgeryCheck, ownOriginResolver, type AntiForgeryRule, type RouterAntiForgery } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
 import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
 import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
 import { createForwarding } from './proxy/forwarding.js';
-import { pathOf, sendError } from './http/respond.js';
+import { createRequestObserver } from './http/observe.js';
+import { sendError } from './http/respond.js';
+import { findRoute, type Route } from './http/route-table.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -57,16 +59,20 @@ export interface Cloakroom {
   close(): Promise<void>;
 }
 
-/** The password dialects; oidc mode's provider is made by createApp, which needs its routes too. */
-function createDialect(config: Readonly<Config>, upstream: UpstreamClient, oidc: OidcProvider | null): AuthDialect {
+/** What answers a line of the route table: the raw proxy (no framework on its hot path) or Express. */
+type RouteAnswer =
+  | { kind: 'raw'; antiForgery: AntiForgeryRule; listener: (req: IncomingMessage, res: ServerResponse) => Promise<void> }
+  | { kind: 'express'; stack: RequestHandler[] };
+
+function createDialect(config: Readonly<Config>, upstream: UpstreamClient): AuthDialect {
   switch (config.authMode) {
     case 'json':
       return createJsonDialect(upstream, { loginPath: config.jsonLoginPath, refreshPath: config.jsonRefreshPath });
     case 'nexudus':
       return createNexudusDialect(upstream, { exchangeValidMinutes: config.exchangeValidMinutes });
     case 'oidc':
-      if (!oidc) throw new Error('AUTH_MODE=oidc without its OIDC_* settings');
-      return oidc;
+      if (!config.oidc) throw new Error('AUTH_MODE=oidc without its OIDC_* settings');
+      return createOidcDialect(config.oidc, config.upstreamTimeoutMs);
   }
 }
 
@@ -75,8 +81,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const clock = deps.clock ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
-  const oidc = config.authMode === 'oidc' && config.oidc ? createOidcProvider(config.oidc, config.upstreamTimeoutMs) : null;
-  const dialect = createDialect(config, upstream, oidc);
+  const dialect = createDialect(config, upstream);
   const sealer = createTokenSealer(config.tokenKeys);
   const timeouts = sessionTimeouts(config.idleTimeoutSeconds * 1000, config.absoluteTimeoutSeconds * 1000);
   const backends = createBackends({
@@ -95,7 +100,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });
-  const sessions = createSessionLifecycle({ store, vault, toucher, timeouts, clock, oidcStore: oidc ? backends.oidc : undefined });
+  const sessions = createSessionLifecycle({ store, vault, toucher, timeouts, clock, oidcStore: dialect.redirectSignIn ? backends.oidc : undefined });
   const refresher = createRefresher({
     vault,
     sessions,
@@ -147,9 +152,6 @@ export function createApp(deps: AppDeps): Cloakroom {
     crossOriginResourcePolicy: { policy: 'same-origin' },
   });
 
-  app.use(createOpsRoutes({ store, registry: metrics.registry, isShuttingDown: () => shuttingDown }));
-  app.use(createClientScriptRoute({ logger }));
-
   const noStore = (_req: Request, res: Response, next: NextFunction) => {
     res.set('Cache-Control', 'no-store');
     next();
@@ -160,14 +162,12 @@ export function createApp(deps: AppDeps): Cloakroom {
     if (config.cookie.secure) Object.defineProperty(req, 'secure', { value: true, configurable: true });
     next();
   };
-  const antiForgery = (req: Request, _res: Response, next: NextFunction) => {
-    // Back-Channel Logout is called by the provider, server to server: it proves itself with a signed token.
-    if (oidc && req.path === '/backchannel-logout') return next();
-    const safe = req.method === 'GET' || req.method === 'HEAD';
-    next(checkAntiForgery(req, !safe) ?? undefined);
-  };
   const bodies = [express.json({ limit: '16kb', strict: true }), express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 20 })];
-  app.use('/auth', jsonHelmet, noStore, antiForgery, ...bodies, declaredSecure, sessionMiddleware, createAuthRoutes({
+  // Each router declares who calls it; its rule runs before bodies are parsed.
+  const guard = (declared: RouterAntiForgery) => antiForgeryGuard(checkAntiForgery, declared);
+
+  const ops = createOpsRoutes({ store, registry: metrics.registry, isShuttingDown: () => shuttingDown });
+  const auth = createAuthRoutes({
     dialect,
     vault,
     sessions,
@@ -176,9 +176,9 @@ export function createApp(deps: AppDeps): Cloakroom {
     metrics,
     clock,
     cookie: config.cookie,
-    ...(oidc ? { oidc: { provider: oidc, oidcStore: backends.oidc, sealer } } : {}),
-  }));
-  app.use('/links', jsonHelmet, createLinkRoutes({
+    ...(dialect.redirectSignIn ? { redirectSignIn: { oidcStore: backends.oidc, sealer } } : {}),
+  });
+  const links = createLinkRoutes({
     signer: createLinkSigner({
       upstream,
       tokens: tokenAccess,
@@ -194,34 +194,46 @@ export function createApp(deps: AppDeps): Cloakroom {
     readSessionId,
     metrics,
     ...(config.loginPageUrl ? { loginPageUrl: config.loginPageUrl } : {}),
-  }));
+  });
+
+  /**
+   * The route table: dispatch (the raw proxy or Express, mounted in this order) and the metrics
+   * `route` label both read it. The proxy comes first: its check is the only one on its hot path.
+   */
+  const routes: readonly Route<RouteAnswer>[] = [
+    // Only the SPA's scripts call the proxy: X-CSRF on every method.
+    { group: 'api', match: { prefix: '/api/' }, handler: { kind: 'raw', antiForgery: 'always', listener: proxy } },
+    { group: 'ops', match: { paths: ['/healthz', '/readyz', '/metrics'] }, handler: { kind: 'express', stack: [guard(ops.antiForgery), ops.router] } },
+    {
+      group: 'auth',
+      match: { prefix: '/auth/' },
+      handler: { kind: 'express', stack: [jsonHelmet, noStore, guard(auth.antiForgery), ...bodies, declaredSecure, sessionMiddleware, auth.router] },
+    },
+    { group: 'links', match: { prefix: '/links/' }, handler: { kind: 'express', stack: [jsonHelmet, guard(links.antiForgery), links.router] } },
+  ];
+  // The browser client is public and safe to fetch: ahead of the /auth stack and its checks.
+  app.use(createClientScriptRoute({ logger }));
+  for (const route of routes) {
+    if (route.handler.kind !== 'express') continue;
+    // Whole paths are answered by a router mounted at the root; a prefix `/auth/` mounts at `/auth`.
+    app.use('prefix' in route.match ? route.match.prefix.slice(0, -1) : '/', ...route.handler.stack);
+  }
 
   if (config.staticDir) app.use(createStaticRoutes({ root: config.staticDir, cookieSecure: config.cookie.secure, ...(config.contentSecurityPolicy ? { contentSecurityPolicy: config.contentSecurityPolicy } : {}) }));
 
   app.use(jsonHelmet, (_req: Request, _res: Response, next: NextFunction) => next(errors.notFound()));
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(req, res, err, logger));
 
-  const routeOf = (url: string): string => {
-    if (url.startsWith('/api/')) return '/api/*';
-    const p = pathOf(url);
-    return /^\/(auth|links)\/[a-z-]+$/.test(p) || ['/healthz', '/readyz', '/metrics'].includes(p) ? p : 'other';
-  };
-
+  const observe = createRequestObserver({ logger, metrics });
   const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
-    const started = performance.now();
-    res.once('finish', () => {
-      const route = routeOf(url);
-      metrics.requests.inc({ route, status: String(res.statusCode) });
-      // Path only: queries can carry exchange tokens. The proxy path logs at debug (volume).
-      const level = route === '/api/*' ? 'debug' : 'info';
-      if (!logger.isLevelEnabled(level)) return;
-      logger[level]({ method: req.method, path: pathOf(url), status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
-    });
-    if (url.startsWith('/api/')) {
-      const err = checkAntiForgery(req, true);
+    const route = findRoute(routes, url);
+    observe(req, res, url, route);
+    const answer = route?.handler;
+    if (answer?.kind === 'raw') {
+      const err = checkAntiForgery(req, answer.antiForgery);
       if (err) return sendError(req, res, err, logger);
-      proxy(req, res).catch((e: unknown) => sendError(req, res, e, logger));
+      answer.listener(req, res).catch((e: unknown) => sendError(req, res, e, logger));
       return;
     }
     app(req, res);

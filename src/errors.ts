@@ -1,3 +1,5 @@
+import type { SignInRefusal } from './auth/dialect.js';
+
 /**
  * The one error type of cloakroom. `expose` follows node-oidc-provider: details reach the
  * browser only for client errors; anything else is answered as a generic server_error.
@@ -26,6 +28,10 @@ export class AppError extends Error {
   }
 }
 
+/**
+ * Every error code of the contract is built here and nowhere else: callers pick an entry,
+ * they never spell a code.
+ */
 export const errors = {
   invalidRequest: (message: string) => new AppError(400, 'invalid_request', message),
   csrfRequired: () => new AppError(403, 'csrf_required', 'The X-CSRF: 1 header is required.'),
@@ -47,7 +53,41 @@ export const errors = {
   notFound: () => new AppError(404, 'not_found', 'No such route.'),
   methodNotAllowed: (method: string) => new AppError(405, 'method_not_allowed', `${method} is not supported.`, { headers: { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' } }),
   invalidState: () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.'),
+  payloadTooLarge: () => new AppError(413, 'payload_too_large', 'The request body is too large.'),
+  rateLimited: (retryAfterSeconds: number) =>
+    new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+    }),
+  tokenUnavailable: (cause?: unknown) =>
+    new AppError(502, 'token_unavailable', 'The portal sign-in token could not be obtained; try again.', cause === undefined ? {} : { cause }),
+  shuttingDown: () => new AppError(503, 'shutting_down', 'This instance is shutting down.'),
+  /** Anything not foreseen: the browser sees a bare server_error, the log sees the cause. */
+  serverError: (cause: unknown) => new AppError(500, 'server_error', 'An internal error occurred.', { cause }),
 } as const;
+
+/** The two answers that mean "no live session": link navigations turn them into a sign-in. */
+export function asksForSignIn(err: unknown): boolean {
+  return err instanceof AppError && (err.code === 'unauthenticated' || err.code === 'session_expired');
+}
+
+/**
+ * The one translation of a refused sign-in (see `SignInRefusal`) into the contract's answer.
+ * Upstream's own wording, when it sent one, is the message (contract: `error_description`).
+ */
+export function refusalError(refusal: SignInRefusal): AppError {
+  switch (refusal.kind) {
+    case 'wrong_credentials':
+      return new AppError(401, 'invalid_grant', refusal.message ?? 'The user name or password is incorrect.');
+    case 'two_factor_required':
+      return new AppError(401, 'two_factor_required', refusal.message ?? 'A two-factor code is required.');
+    case 'must_reset_password':
+      return new AppError(403, 'must_reset_password', 'The password must be reset before signing in.', { extra: { resetToken: refusal.resetToken } });
+    case 'link_invalid':
+      return new AppError(401, 'invalid_grant', 'The sign-in link is invalid or has expired.');
+    case 'provider_refused':
+      return new AppError(401, 'invalid_grant', refusal.message);
+  }
+}
 
 /** Marks an error raised by the session store (Redis), so the error handler can answer 503. */
 export class StoreError extends Error {

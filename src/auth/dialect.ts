@@ -1,4 +1,3 @@
-import type { AppError } from '../errors.js';
 import type { UpstreamFailure } from '../upstream/client.js';
 
 export interface TokenSet {
@@ -18,10 +17,44 @@ export interface SessionUser {
 
 export interface Credentials { email: string; password: string; totp?: string }
 
+/**
+ * Why the upstream said no to a sign-in, in its terms; `refusalError` (errors.ts) alone turns
+ * it into the contract's answer, and callers switch on `kind`, never on an error code.
+ */
+export type SignInRefusal =
+  /** Wrong user name or password; `message`: upstream's own wording, when it sent one. */
+  | { kind: 'wrong_credentials'; message?: string }
+  | { kind: 'two_factor_required'; message?: string }
+  /** The password was right but must be changed first; upstream hands over a reset token. */
+  | { kind: 'must_reset_password'; resetToken: string | null }
+  /** A server-issued sign-in link (exchange) that is invalid or has expired. */
+  | { kind: 'link_invalid' }
+  /** The OIDC provider said no, or its answer (ID token) did not validate. */
+  | { kind: 'provider_refused'; message: string };
+
 export type LoginOutcome =
   | { kind: 'ok'; tokens: TokenSet; user: SessionUser }
-  | { kind: 'refused'; error: AppError }
+  | { kind: 'refused'; refusal: SignInRefusal }
   | { kind: 'failed'; failure: UpstreamFailure };
+
+export type RedirectSignInOutcome =
+  | { kind: 'ok'; tokens: TokenSet; user: SessionUser; subject: string; providerSid: string | undefined }
+  | { kind: 'refused'; refusal: SignInRefusal }
+  | { kind: 'failed'; failure: UpstreamFailure };
+
+/**
+ * Sign-in by redirect to a provider (oidc): the browser leaves for the authorization URL and
+ * comes back to the callback; the provider also ends sessions (logout URL, back-channel logout).
+ */
+export interface RedirectSignIn {
+  authorizationUrl(p: { state: string; nonce: string; codeChallenge: string }): Promise<URL>;
+  /** `callbackQuery`: the raw query string the provider sent the browser back with. */
+  completeSignIn(callbackQuery: string, checks: { codeVerifier: string; state: string; nonce: string }): Promise<RedirectSignInOutcome>;
+  /** The provider's end_session_endpoint with `id_token_hint`, or null when it has none. */
+  endSessionUrl(idToken: string | undefined): Promise<string | null>;
+  /** Back-Channel Logout 1.0: the token's `sid` and/or `sub`, or null when it is not valid. */
+  verifyLogoutToken(jwt: string): Promise<{ sid?: string; sub?: string } | null>;
+}
 
 /** Only `refused` ends a session; a failure keeps it (network, 5xx, garbage). */
 export type RefreshOutcome =
@@ -36,6 +69,8 @@ export interface AuthDialect {
   refresh(refreshToken: string, clientId: string): Promise<RefreshOutcome>;
   /** Server-issued JWT (magic link, checkout) to a session; absent where the upstream has none. */
   exchange?(jwt: string, clientId: string): Promise<LoginOutcome>;
+  /** oidc mode only: sign-in by redirect, and the provider's ways of ending a session. */
+  redirectSignIn?: RedirectSignIn;
 }
 
 export function positiveSeconds(v: unknown, fallback: number): number {

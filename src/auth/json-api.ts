@@ -1,4 +1,3 @@
-import { AppError } from '../errors.js';
 import { classifyUpstreamError, isRecord, readJson, type UpstreamClient } from '../upstream/client.js';
 import { positiveSeconds, type AuthDialect, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
 
@@ -50,8 +49,8 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
           return { kind: 'ok', tokens, user };
         }
         if (status === 400 || status === 401) {
-          const message = isRecord(json) && typeof json.response === 'string' ? json.response : 'The user name or password is incorrect.';
-          return { kind: 'refused', error: new AppError(401, 'invalid_grant', message) };
+          const message = isRecord(json) && typeof json.response === 'string' ? json.response : undefined;
+          return { kind: 'refused', refusal: { kind: 'wrong_credentials', message } };
         }
         return { kind: 'failed', failure: 'unavailable' };
       } catch (err) {

@@ -1,4 +1,3 @@
-import { AppError } from '../errors.js';
 import { classifyUpstreamError, isRecord, readJson, type UpstreamClient } from '../upstream/client.js';
 import { positiveSeconds, type AuthDialect, type LoginOutcome, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
 
@@ -61,16 +60,11 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
           const description = typeof json.error_description === 'string' ? json.error_description : undefined;
           switch (json.error) {
             case 'invalid_grant':
-              return { kind: 'refused', error: new AppError(401, 'invalid_grant', description ?? 'The user name or password is incorrect.') };
+              return { kind: 'refused', refusal: { kind: 'wrong_credentials', message: description } };
             case 'two_factor_auth_check':
-              return { kind: 'refused', error: new AppError(401, 'two_factor_required', description ?? 'A two-factor code is required.') };
+              return { kind: 'refused', refusal: { kind: 'two_factor_required', message: description } };
             case 'must_reset_password':
-              return {
-                kind: 'refused',
-                error: new AppError(403, 'must_reset_password', 'The password must be reset before signing in.', {
-                  extra: { resetToken: description ?? null },
-                }),
-              };
+              return { kind: 'refused', refusal: { kind: 'must_reset_password', resetToken: description ?? null } };
           }
         }
         return { kind: 'failed', failure: 'unavailable' };
@@ -114,7 +108,7 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
           });
         }
         if (res.statusCode >= 400 && res.statusCode < 500) {
-          return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The sign-in link is invalid or has expired.') };
+          return { kind: 'refused', refusal: { kind: 'link_invalid' } };
         }
         return { kind: 'failed', failure: 'unavailable' };
       } catch (err) {

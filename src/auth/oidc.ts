@@ -1,31 +1,10 @@
 import * as client from 'openid-client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { isLoopbackHost, type OidcConfig } from '../config.js';
-import { AppError } from '../errors.js';
 import { failureToError, type UpstreamFailure } from '../upstream/client.js';
-import type { AuthDialect, RefreshOutcome, SessionUser, TokenSet } from './dialect.js';
+import type { AuthDialect, RedirectSignIn, RefreshOutcome, SignInRefusal, TokenSet } from './dialect.js';
 
 const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-
-export type SignInOutcome =
-  | { kind: 'ok'; tokens: TokenSet; user: SessionUser; subject: string; providerSid: string | undefined }
-  | { kind: 'refused'; error: AppError }
-  | { kind: 'failed'; failure: UpstreamFailure };
-
-/**
- * `AUTH_MODE=oidc`: authorization code + PKCE (S256), state and nonce, on openid-client.
- * The provider's metadata is discovered on first use and kept; a failed discovery is tried
- * again by the next request (502 until then), so cloakroom starts while the provider is down.
- */
-export interface OidcProvider extends AuthDialect {
-  authorizationUrl(p: { state: string; nonce: string; codeChallenge: string }): Promise<URL>;
-  /** `callbackQuery`: the raw query string the provider sent the browser back with. */
-  completeSignIn(callbackQuery: string, checks: { codeVerifier: string; state: string; nonce: string }): Promise<SignInOutcome>;
-  /** The provider's end_session_endpoint with `id_token_hint`, or null when it has none. */
-  endSessionUrl(idToken: string | undefined): Promise<string | null>;
-  /** Back-Channel Logout 1.0: the token's `sid` and/or `sub`, or null when it is not valid. */
-  verifyLogoutToken(jwt: string): Promise<{ sid?: string; sub?: string } | null>;
-}
 
 /** Transport trouble (provider down, slow, garbage) versus a refusal the user must see. */
 function failureOf(err: unknown): UpstreamFailure {
@@ -41,18 +20,23 @@ const BROKEN_ANSWER = new Set(['OAUTH_RESPONSE_IS_NOT_CONFORM', 'OAUTH_RESPONSE_
  * A refusal the browser should see (the provider said no, or its ID token did not validate)
  * or null for trouble on the way (provider down, 5xx, garbage): 502/504, as in the other modes.
  */
-function refusalOf(err: unknown): AppError | null {
+function refusalOf(err: unknown): SignInRefusal | null {
   if (err instanceof client.ResponseBodyError && (err.status >= 500 || err.error === 'server_error' || err.error === 'temporarily_unavailable')) return null;
   if (err instanceof client.ResponseBodyError || err instanceof client.AuthorizationResponseError) {
-    return new AppError(401, 'invalid_grant', err.error_description ?? `The provider refused the sign-in (${err.error}).`);
+    return { kind: 'provider_refused', message: err.error_description ?? `The provider refused the sign-in (${err.error}).` };
   }
   if (err instanceof client.ClientError && !BROKEN_ANSWER.has(err.code ?? '')) {
-    return new AppError(401, 'invalid_grant', 'The provider’s answer did not validate.');
+    return { kind: 'provider_refused', message: 'The provider’s answer did not validate.' };
   }
   return null;
 }
 
-export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProvider {
+/**
+ * `AUTH_MODE=oidc`: authorization code + PKCE (S256), state and nonce, on openid-client.
+ * The provider's metadata is discovered on first use and kept; a failed discovery is tried
+ * again by the next request (502 until then), so cloakroom starts while the provider is down.
+ */
+export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDialect {
   const issuer = new URL(cfg.issuer);
   let configuration: Promise<client.Configuration> | null = null;
   let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
@@ -95,7 +79,7 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
     ...(typeof t.id_token === 'string' ? { idToken: t.id_token } : {}),
   });
 
-  return {
+  const redirectSignIn: RedirectSignIn = {
     async authorizationUrl({ state, nonce, codeChallenge }) {
       const c = await discoveredOrFail();
       return client.buildAuthorizationUrl(c, {
@@ -129,10 +113,10 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
       } catch (err) {
         // An ID token that fails validation (signature, nonce, audience) is a refused sign-in too.
         const refusal = refusalOf(err);
-        return refusal ? { kind: 'refused', error: refusal } : { kind: 'failed', failure: failureOf(err) };
+        return refusal ? { kind: 'refused', refusal } : { kind: 'failed', failure: failureOf(err) };
       }
       const claims = tokens.claims();
-      if (!claims) return { kind: 'refused', error: new AppError(401, 'invalid_grant', 'The provider sent no ID token.') };
+      if (!claims) return { kind: 'refused', refusal: { kind: 'provider_refused', message: 'The provider sent no ID token.' } };
       let email = typeof claims.email === 'string' ? claims.email : null;
       let name = typeof claims.name === 'string' ? claims.name : null;
       if ((email === null || name === null) && c.serverMetadata().userinfo_endpoint) {
@@ -152,17 +136,6 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
         subject: claims.sub,
         providerSid: typeof claims.sid === 'string' ? claims.sid : undefined,
       };
-    },
-
-    async refresh(refreshToken): Promise<RefreshOutcome> {
-      try {
-        const c = await discovered();
-        return { kind: 'ok', tokens: tokenSet(await client.refreshTokenGrant(c, refreshToken)) };
-      } catch (err) {
-        // Like the other modes: only a refused grant or client ends the session.
-        if (err instanceof client.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'invalid_client')) return { kind: 'refused' };
-        return { kind: 'failed', failure: failureOf(err) };
-      }
     },
 
     async endSessionUrl(idToken) {
@@ -193,6 +166,21 @@ export function createOidcProvider(cfg: OidcConfig, timeoutMs: number): OidcProv
         return { ...(sid ? { sid } : {}), ...(sub ? { sub } : {}) };
       } catch {
         return null;
+      }
+    },
+  };
+
+  return {
+    redirectSignIn,
+
+    async refresh(refreshToken): Promise<RefreshOutcome> {
+      try {
+        const c = await discovered();
+        return { kind: 'ok', tokens: tokenSet(await client.refreshTokenGrant(c, refreshToken)) };
+      } catch (err) {
+        // Like the other modes: only a refused grant or client ends the session.
+        if (err instanceof client.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'invalid_client')) return { kind: 'refused' };
+        return { kind: 'failed', failure: failureOf(err) };
       }
     },
   };

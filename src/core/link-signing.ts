@@ -59,8 +59,7 @@ export function jwtExpiryMs(jwt: string): number | null {
   return typeof exp === 'number' && Number.isFinite(exp) && exp > 0 ? exp * 1000 : null;
 }
 
-const tokenUnavailable = (cause?: unknown) =>
-  new AppError(502, 'token_unavailable', 'The portal sign-in token could not be obtained; try again.', cause === undefined ? {} : { cause });
+const tokenUnavailable = errors.tokenUnavailable;
 
 const mediaRefused = (status: number) =>
   errors.upstreamUnavailable(new Error(`media token endpoint answered ${status} or an unusable body`));

@@ -9,13 +9,32 @@ export interface AntiForgeryOptions {
   ownOrigin(req: IncomingMessage): string;
 }
 
-export function createAntiForgeryCheck(opts: AntiForgeryOptions) {
+/**
+ * Who calls a group of routes, and so what shows a call was not forged:
+ * - `always`: the SPA's scripts (the proxy): `X-CSRF: 1` on every method, Origin on unsafe ones;
+ * - `unsafe-methods`: scripts and forms (/auth): `X-CSRF: 1` on all but GET/HEAD, Origin on unsafe ones;
+ * - `navigation`: plain `<a href>` navigations (/links, probes): nothing to check;
+ * - `provider-called`: server to server (back-channel logout): the call proves itself with a signed token.
+ */
+export type AntiForgeryRule = 'always' | 'unsafe-methods' | 'navigation' | 'provider-called';
+
+/** What a router declares: its rule, and the paths under it (exact, as Express's req.path) that differ. */
+export interface RouterAntiForgery {
+  rule: AntiForgeryRule;
+  except?: Readonly<Record<string, AntiForgeryRule>>;
+}
+
+export type AntiForgeryCheck = (req: IncomingMessage, rule: AntiForgeryRule) => AppError | null;
+
+export function createAntiForgeryCheck(opts: AntiForgeryOptions): AntiForgeryCheck {
   const allowed = opts.allowedOrigins ? new Set(opts.allowedOrigins) : null;
   /**
    * `X-CSRF: 1` cannot be sent cross-site without a CORS preflight we never approve;
    * the Origin check is the second fence for unsafe methods.
    */
-  return function checkAntiForgery(req: IncomingMessage, requireHeader: boolean): AppError | null {
+  return function checkAntiForgery(req: IncomingMessage, rule: AntiForgeryRule): AppError | null {
+    if (rule === 'navigation' || rule === 'provider-called') return null;
+    const requireHeader = rule === 'always' || (req.method !== 'GET' && req.method !== 'HEAD');
     if (requireHeader && req.headers['x-csrf'] !== '1') return errors.csrfRequired();
     const origin = req.headers.origin;
     if (origin !== undefined && !SAFE_METHODS.has(req.method ?? 'GET')) {
@@ -37,5 +56,12 @@ export function ownOriginResolver(trusts: (req: IncomingMessage) => boolean, sec
     // Secure cookies only travel over https, so TLS ends in front of us even if no proxy is trusted.
     const proto = forwardedProto ?? (encrypted || secureCookies ? 'https' : 'http');
     return `${proto}://${forwardedHost ?? req.headers.host ?? ''}`;
+  };
+}
+
+/** A router's declared rule as middleware, run before its bodies are parsed. */
+export function antiForgeryGuard(check: AntiForgeryCheck, declared: RouterAntiForgery) {
+  return (req: IncomingMessage & { path: string }, _res: unknown, next: (err?: unknown) => void): void => {
+    next(check(req, declared.except?.[req.path] ?? declared.rule) ?? undefined);
   };
 }

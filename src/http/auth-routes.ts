@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
 import type { AuthDialect, Credentials } from '../auth/dialect.js';
-import { AppError, errors } from '../errors.js';
+import { errors, refusalError } from '../errors.js';
 import type { IdleToucher } from '../core/idle-touch.js';
 import type { LoginThrottle } from '../core/login-throttle.js';
 import { resolveReturnTo } from '../core/redirects.js';
@@ -10,7 +10,8 @@ import type { SessionLifecycle } from '../core/session-lifecycle.js';
 import type { TokenVault } from '../core/token-vault.js';
 import { failureToError } from '../upstream/client.js';
 import type { Metrics } from '../metrics.js';
-import { mountOidcRoutes, type OidcRouteDeps } from './oidc-routes.js';
+import type { RouterAntiForgery } from './anti-forgery.js';
+import { mountOidcRoutes, OIDC_ANTI_FORGERY, type OidcRouteDeps } from './oidc-routes.js';
 import '../session-data.js';
 
 export interface AuthRouteDeps {
@@ -22,8 +23,8 @@ export interface AuthRouteDeps {
   metrics: Metrics;
   clock: () => number;
   cookie: { name: string; secure: boolean; sameSite: 'lax' | 'strict' };
-  /** AUTH_MODE=oidc: sign-in by redirect, logout with the provider's logout URL, back-channel logout. */
-  oidc?: Pick<OidcRouteDeps, 'provider' | 'oidcStore' | 'sealer'>;
+  /** Where a dialect that signs in by redirect (oidc) keeps its sign-ins in flight. */
+  redirectSignIn?: Pick<OidcRouteDeps, 'oidcStore' | 'sealer'>;
 }
 
 const regenerate = (req: Request) => new Promise<void>((resolve, reject) => req.session.regenerate((err: unknown) => (err ? reject(err) : resolve())));
@@ -46,7 +47,7 @@ function parseCredentials(body: unknown, form: boolean): Credentials & { remembe
   return { email: email.trim(), password, ...(totp !== undefined && totp !== '' ? { totp } : {}), remember: rememberMe };
 }
 
-export function createAuthRoutes(deps: AuthRouteDeps): Router {
+export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiForgery: RouterAntiForgery } {
   const router = express.Router();
   const { vault, sessions, clock } = deps;
 
@@ -61,9 +62,11 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     await save(req);
   };
 
-  if (deps.oidc) {
+  const flow = deps.dialect.redirectSignIn;
+  if (flow) {
+    if (!deps.redirectSignIn) throw new Error('a redirect sign-in dialect needs its oidcStore and sealer');
     const { metrics, cookie } = deps;
-    mountOidcRoutes(router, { ...deps.oidc, sessions, metrics, cookie, establishSession });
+    mountOidcRoutes(router, { ...deps.redirectSignIn, flow, sessions, metrics, cookie, establishSession });
   }
 
   router.post('/login', async (req: Request, res: Response) => {
@@ -76,9 +79,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     const verdict = await deps.throttle.reserve(credentials.email, address);
     if (!verdict.allowed) {
       deps.metrics.logins.inc({ outcome: 'rate_limited' });
-      throw new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
-        headers: { 'Retry-After': String(verdict.retryAfterSeconds) },
-      });
+      throw errors.rateLimited(verdict.retryAfterSeconds);
     }
     // Each session gets its own upstream client_id: one refresh token per client_id upstream.
     const clientId = randomUUID();
@@ -89,9 +90,10 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     }
     if (outcome.kind === 'refused') {
       // The reserved attempt stays counted, except for a password that was right (must reset).
-      if (outcome.error.code === 'must_reset_password') await deps.throttle.release(credentials.email, address);
-      deps.metrics.logins.inc({ outcome: outcome.error.code });
-      throw outcome.error;
+      if (outcome.refusal.kind === 'must_reset_password') await deps.throttle.release(credentials.email, address);
+      const error = refusalError(outcome.refusal);
+      deps.metrics.logins.inc({ outcome: error.code });
+      throw error;
     }
     await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: credentials.remember });
     await deps.throttle.recordSuccess(credentials.email, address);
@@ -116,9 +118,9 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     if (req.session.user) {
       // oidc: the provider's logout URL, with this session's ID token as the hint. The local
       // logout never waits on the provider: without its metadata the answer is still 204.
-      if (deps.oidc) {
+      if (flow) {
         const record = await vault.read(req.sessionID);
-        logoutUrl = record ? await deps.oidc.provider.endSessionUrl(record.idToken).catch(() => null) : null;
+        logoutUrl = record ? await flow.endSessionUrl(record.idToken).catch(() => null) : null;
       }
       await sessions.end(req.sessionID);
       await destroy(req);
@@ -138,10 +140,10 @@ export function createAuthRoutes(deps: AuthRouteDeps): Router {
     const clientId = randomUUID();
     const outcome = await deps.dialect.exchange(query.t, clientId);
     if (outcome.kind === 'failed') throw failureToError(outcome.failure);
-    if (outcome.kind === 'refused') throw outcome.error;
+    if (outcome.kind === 'refused') throw refusalError(outcome.refusal);
     await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: false });
     res.status(302).set('Location', escapeUrlUnsafeChars(target.path)).end();
   });
 
-  return router;
+  return { router, antiForgery: { rule: 'unsafe-methods', ...(flow ? { except: OIDC_ANTI_FORGERY } : {}) } };
 }

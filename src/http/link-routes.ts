@@ -1,10 +1,11 @@
 import express, { type Request, type Response, type Router } from 'express';
-import { AppError, errors } from '../errors.js';
+import { asksForSignIn, errors, type AppError } from '../errors.js';
 import type { LinkSigner } from '../core/link-signing.js';
 import { buildLoginRedirect } from '../core/link-urls.js';
 import { resolveReturnTo } from '../core/redirects.js';
 import { validateDownloadPath, type DownloadPathMatcher } from '../core/upstream-paths.js';
 import type { Metrics } from '../metrics.js';
+import type { RouterAntiForgery } from './anti-forgery.js';
 import { toAppError } from './respond.js';
 
 export interface LinkRouteDeps {
@@ -31,7 +32,7 @@ function queryCarriesToken(path: string): boolean {
  * `GET /links/download` and `GET /links/portal`: browser navigations (plain `<a href>`),
  * so no X-CSRF header. They answer a bare 302; the signed URL exists only in `Location`.
  */
-export function createLinkRoutes(deps: LinkRouteDeps): Router {
+export function createLinkRoutes(deps: LinkRouteDeps): { router: Router; antiForgery: RouterAntiForgery } {
   const router = express.Router();
   const { signer } = deps;
 
@@ -48,7 +49,7 @@ export function createLinkRoutes(deps: LinkRouteDeps): Router {
       return { kind: 'signed', location: await sign(sid) };
     } catch (err) {
       // Only "no live session" becomes a sign-in; every other failure keeps its answer.
-      if (err instanceof AppError && (err.code === 'unauthenticated' || err.code === 'session_expired')) return signInOr(err);
+      if (asksForSignIn(err)) return signInOr(err as AppError);
       throw err;
     }
   };
@@ -97,5 +98,6 @@ export function createLinkRoutes(deps: LinkRouteDeps): Router {
     }),
   );
 
-  return router;
+  // Plain <a href> navigations: a header cannot be added, and a GET changes nothing here.
+  return { router, antiForgery: { rule: 'navigation' } };
 }

@@ -2,22 +2,25 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Request, Response, Router } from 'express';
 import { parse as parseCookies } from 'cookie';
 import * as oauth from 'openid-client';
-import type { OidcProvider } from '../auth/oidc.js';
-import type { SessionUser } from '../auth/dialect.js';
-import { errors } from '../errors.js';
+import type { RedirectSignIn, SessionUser } from '../auth/dialect.js';
+import { errors, refusalError } from '../errors.js';
 import { escapeUrlUnsafeChars } from '../core/link-urls.js';
 import { resolveReturnTo } from '../core/redirects.js';
 import type { SessionLifecycle, SessionStart } from '../core/session-lifecycle.js';
 import type { TokenSealer } from '../core/token-crypto.js';
 import type { Metrics } from '../metrics.js';
 import type { OidcStore } from '../store/oidc-store.js';
+import type { AntiForgeryRule } from './anti-forgery.js';
 import { failureToError } from '../upstream/client.js';
 
 /** How long a started sign-in may take at the provider. */
 const ATTEMPT_TTL_MS = 10 * 60_000;
 
+/** Back-Channel Logout is called by the provider, server to server: it proves itself with a signed token. */
+export const OIDC_ANTI_FORGERY: Readonly<Record<string, AntiForgeryRule>> = { '/backchannel-logout': 'provider-called' };
+
 export interface OidcRouteDeps {
-  provider: OidcProvider;
+  flow: RedirectSignIn;
   oidcStore: OidcStore;
   sealer: TokenSealer;
   sessions: Pick<SessionLifecycle, 'end'>;
@@ -43,7 +46,7 @@ interface Attempt {
  * callback in another browser, or a state used once already, answers 400 `invalid_state`.
  */
 export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
-  const { provider, oidcStore, sealer } = deps;
+  const { flow, oidcStore, sealer } = deps;
   // SameSite=Lax whatever COOKIE_SAMESITE says: the callback is a top-level navigation that
   // comes from the provider's site, and a Strict cookie would not come with it.
   const bindingCookie = `${deps.cookie.name}-login`;
@@ -61,7 +64,7 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     const state = oauth.randomState();
     const nonce = oauth.randomNonce();
     const verifier = oauth.randomPKCECodeVerifier();
-    const url = await provider.authorizationUrl({ state, nonce, codeChallenge: await oauth.calculatePKCECodeChallenge(verifier) });
+    const url = await flow.authorizationUrl({ state, nonce, codeChallenge: await oauth.calculatePKCECodeChallenge(verifier) });
     const attempt: Attempt = { b: binding, v: verifier, n: nonce, r: target.path };
     await oidcStore.putAttempt(state, sealer.seal(JSON.stringify(attempt), attemptAad(state)), ATTEMPT_TTL_MS);
     res.cookie(bindingCookie, binding, bindingOptions);
@@ -77,11 +80,12 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     const attempt = opened === null ? null : (JSON.parse(opened) as Attempt);
     if (!attempt || attempt.b !== binding) throw errors.invalidState();
     const q = req.originalUrl.indexOf('?');
-    const outcome = await provider.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
+    const outcome = await flow.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
     if (outcome.kind === 'failed') throw failureToError(outcome.failure);
     if (outcome.kind === 'refused') {
-      deps.metrics.logins.inc({ outcome: outcome.error.code });
-      throw outcome.error;
+      const error = refusalError(outcome.refusal);
+      deps.metrics.logins.inc({ outcome: error.code });
+      throw error;
     }
     await deps.establishSession(req, {
       tokens: outcome.tokens,
@@ -94,11 +98,11 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     res.status(302).set('Location', escapeUrlUnsafeChars(attempt.r)).end();
   });
 
-  // No anti-forgery header here: the provider calls it, not a browser (app.ts lets it through).
+  // No anti-forgery header here: the provider calls it, not a browser (OIDC_ANTI_FORGERY).
   router.post('/backchannel-logout', async (req: Request, res: Response) => {
     const token = (req.body as Record<string, unknown> | undefined)?.logout_token;
     if (typeof token !== 'string' || token === '' || token.length > 8192) throw errors.invalidRequest('logout_token is required (form field).');
-    const claims = await provider.verifyLogoutToken(token);
+    const claims = await flow.verifyLogoutToken(token);
     if (!claims) throw errors.invalidRequest('The logout token is not valid.');
     const sessions = claims.sid ? await oidcStore.takeSessions({ sid: claims.sid }) : await oidcStore.takeSessions({ sub: claims.sub ?? '' });
     for (const sid of sessions) await deps.sessions.end(sid);

@@ -1,26 +1,32 @@
 import express, { type Request, type Response, type Router } from 'express';
 import type { Registry } from 'prom-client';
+import { errors, type AppError } from '../errors.js';
 import type { TokenStore } from '../store/token-store.js';
+import type { RouterAntiForgery } from './anti-forgery.js';
 
-export function createOpsRoutes(deps: { store: TokenStore; registry: Registry; isShuttingDown: () => boolean }): Router {
+/** Readiness answers its 503s itself: a probe polling through an outage is not a failed request to log. */
+const unready = (res: Response, e: AppError) => res.status(e.status).json({ error: e.code, message: e.message });
+
+export function createOpsRoutes(deps: { store: TokenStore; registry: Registry; isShuttingDown: () => boolean }): { router: Router; antiForgery: RouterAntiForgery } {
   const router = express.Router();
   router.get('/healthz', (_req: Request, res: Response) => {
     res.status(200).json({ status: 'ok' });
   });
   router.get('/readyz', async (_req: Request, res: Response) => {
     if (deps.isShuttingDown()) {
-      res.status(503).json({ error: 'shutting_down', message: 'This instance is shutting down.' });
+      unready(res, errors.shuttingDown());
       return;
     }
     try {
       await deps.store.ping();
       res.status(200).json({ status: 'ready' });
     } catch {
-      res.status(503).json({ error: 'session_store_unavailable', message: 'The session store does not answer.' });
+      unready(res, errors.storeUnavailable());
     }
   });
   router.get('/metrics', async (_req: Request, res: Response) => {
     res.set('Content-Type', deps.registry.contentType).send(await deps.registry.metrics());
   });
-  return router;
+  // Probes and scrapers: GETs that change nothing.
+  return { router, antiForgery: { rule: 'navigation' } };
 }

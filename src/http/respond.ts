@@ -9,12 +9,12 @@ export function toAppError(err: unknown): AppError {
   // body-parser and http-errors carry `type`/`status`; their messages are safe, ours are clearer.
   if (typeof err === 'object' && err !== null) {
     const { type, status } = err as { type?: unknown; status?: unknown };
-    if (type === 'entity.too.large' || status === 413) return new AppError(413, 'payload_too_large', 'The request body is too large.');
+    if (type === 'entity.too.large' || status === 413) return errors.payloadTooLarge();
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      return new AppError(400, 'invalid_request', type === 'entity.parse.failed' ? 'The request body is not valid JSON.' : 'The request is malformed.');
+      return errors.invalidRequest(type === 'entity.parse.failed' ? 'The request body is not valid JSON.' : 'The request is malformed.');
     }
   }
-  return new AppError(500, 'server_error', 'An internal error occurred.', { cause: err });
+  return errors.serverError(err);
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -32,15 +32,16 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 export function sendError(req: IncomingMessage, res: ServerResponse, err: unknown, logger: Logger): void {
   const e = toAppError(err);
   if (e.status >= 500) {
-    const level = e.code === 'server_error' ? 'error' : 'warn';
+    // The contract's own 502/503/504 are expected trouble; anything unexposed is a bug.
+    const level = e.expose ? 'warn' : 'error';
     logger[level]({ err: e.cause ?? e, code: e.code, method: req.method, path: pathOf(req.url) }, 'request failed');
   }
   if (res.headersSent) {
     res.destroy();
     return;
   }
-  const body = e.expose ? { error: e.code, message: e.message, ...e.extra } : { error: 'server_error', message: 'An internal error occurred.' };
-  sendJson(res, e.expose ? e.status : 500, body, e.headers);
+  const shown = e.expose ? e : errors.serverError(e);
+  sendJson(res, shown.status, { error: shown.code, message: shown.message, ...shown.extra }, shown.headers);
 }
 
 /** The path without its query: queries may carry one-time or exchange tokens, so logs never see them. */

@@ -56,22 +56,25 @@ function isTokenSuffix(buf: Uint8Array, q: number): boolean {
   return q >= 0 && ((buf[q] as number) | 0x20) === 0x74 && ((buf[q + 1] as number) | 0x20) === 0x6f && ((buf[q + 2] as number) | 0x20) === 0x6b && ((buf[q + 3] as number) | 0x20) === 0x65;
 }
 
+/**
+ * `token"` in any case, or `\u`. Searched with a regular expression over a latin1 view
+ * (one character per byte, so indexes match): a native search per hit of a common
+ * two-byte needle such as `n"` costs more than the whole scan.
+ */
+const TRIGGER = /token"|\\u/gi;
+
 /** Positions of candidate triggers: the `t` of `token"`, or the `\` of `\u`. */
 function triggers(b: Buffer, from: number): number[] {
+  const text = b.toString('latin1', from);
   const out: number[] = [];
-  for (const needle of ['n"', 'N"']) {
-    for (let i = b.indexOf(needle, from); i !== -1; i = b.indexOf(needle, i + 1)) if (isTokenSuffix(b, i - 4)) out.push(i - 4);
-  }
-  for (let i = b.indexOf('\\u', from); i !== -1; i = b.indexOf('\\u', i + 2)) out.push(i);
-  return out.sort((x, y) => x - y);
+  TRIGGER.lastIndex = 0;
+  for (let m = TRIGGER.exec(text); m !== null; m = TRIGGER.exec(text)) out.push(from + m.index);
+  return out;
 }
 
 function hasTrigger(b: Buffer): boolean {
-  if (b.indexOf('\\u') !== -1) return true;
-  for (const needle of ['n"', 'N"']) {
-    for (let i = b.indexOf(needle); i !== -1; i = b.indexOf(needle, i + 1)) if (isTokenSuffix(b, i - 4)) return true;
-  }
-  return false;
+  TRIGGER.lastIndex = 0;
+  return TRIGGER.test(b.toString('latin1'));
 }
 
 function decodeName(buf: Uint8Array, start: number, end: number): string | null {

@@ -255,6 +255,12 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       });
     }
   };
+  // One write per upstream chunk: each zlib write is a round trip to the thread pool, and
+  // the stages hand back a held-back tail and the bulk as two pieces.
+  const sendAll = (outs: Buffer[]) => {
+    if (outs.length === 1) send(outs[0] as Buffer);
+    else if (outs.length > 1) send(Buffer.concat(outs));
+  };
   const flushEncoder = () => {
     flushQueued = false;
     const enc = encoder as (Transform & { flush?: (cb?: () => void) => void }) | null;
@@ -263,7 +269,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
 
   const finish = () => {
     if (failed) return;
-    for (const c of stage.end()) send(c);
+    sendAll(stage.end());
     if (mode === 'decide') {
       // Ended below the threshold: not worth compressing.
       start(headSize >= COMPRESS_MIN_BYTES ? plan.browserCoding : 'identity');
@@ -280,9 +286,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
     for (let i = 0; i + 1 < decoders.length; i++) (decoders[i] as Transform).pipe(decoders[i + 1] as Transform);
     for (const d of decoders) d.on('error', fail);
     firstDecoder.on('drain', () => resume('decoder'));
-    lastDecoder.on('data', (c: Buffer) => {
-      for (const out of stage.push(c)) send(out);
-    });
+    lastDecoder.on('data', (c: Buffer) => sendAll(stage.push(c)));
     lastDecoder.on('end', finish);
   }
   if (mode !== 'decide') start(mode);
@@ -294,7 +298,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
         if (!firstDecoder.write(chunk)) pause('decoder');
         return;
       }
-      for (const out of stage.push(chunk)) send(out);
+      sendAll(stage.push(chunk));
     },
     onEnd() {
       if (failed) return;

@@ -6,7 +6,7 @@
  * and on header values (token-headers.ts).
  *
  * Every character of a secret may appear as itself or as one "unit" of an escape:
- * `\u0041` (also behind 2..8 backslashes: JSON inside JSON), `\/` for `/`, `%41`, `&#65;`,
+ * `\u0041` (also behind 2 or 3 backslashes: JSON inside JSON), `\/` for `/`, `%41`, `&#65;`,
  * `&#x41;`. So an occurrence is at most MAX_UNIT bytes per character, and a stream needs to
  * hold back only `secretLength * MAX_UNIT - 1` bytes across a chunk boundary.
  *
@@ -23,12 +23,13 @@ export const REDACTED = '[redacted]';
 function redaction(length: number): Buffer {
   return Buffer.from(length >= REDACTED.length ? REDACTED + '*'.repeat(length - REDACTED.length) : '*'.repeat(length));
 }
-const MAX_UNIT = 14; // 8 backslashes + `u` + 4 hex digits is 13; `&#x0000041;` is 11
+const MAX_UNIT = 8; // `\\\u0041` (JSON in JSON in JSON) and `&#x0041;` are the longest
 
 const BACKSLASH = 0x5c;
 const PERCENT = 0x25;
 const AMP = 0x26;
 const HASH = 0x23;
+const ENTITY = Buffer.from('&#');
 
 function hexValue(b: number | undefined): number {
   if (b === undefined) return -1;
@@ -43,7 +44,7 @@ function decodeUnit(buf: Uint8Array, pos: number, end: number): { code: number; 
   const b = buf[pos];
   if (b === BACKSLASH) {
     let p = pos;
-    while (p < end && buf[p] === BACKSLASH && p - pos < 8) p++;
+    while (p < end && buf[p] === BACKSLASH && p - pos < 3) p++;
     if (p >= end) return null;
     const next = buf[p];
     if (next === 0x2f) return { code: 0x2f, len: p + 1 - pos };
@@ -67,7 +68,7 @@ function decodeUnit(buf: Uint8Array, pos: number, end: number): { code: number; 
     if (hex) p++;
     let code = 0;
     const digitsStart = p;
-    while (p < end && p - digitsStart < 7) {
+    while (p < end && p - digitsStart < (hex ? 4 : 5)) {
       const d = hex ? hexValue(buf[p]) : (buf[p] as number) - 0x30;
       if (d < 0 || d > (hex ? 15 : 9)) break;
       code = code * (hex ? 16 : 10) + d;
@@ -129,14 +130,17 @@ export function findSecrets(buf: Uint8Array, secrets: readonly Secret[], end = b
   for (const s of secrets) {
     // Written plainly: native search.
     for (let i = b.indexOf(s.bytes); i !== -1; i = b.indexOf(s.bytes, i + 1)) found.push([i, i + s.bytes.length]);
-    if (s.positions.size === 0) continue;
-    // With at least one escaped character: start from the first escape of the occurrence,
-    // whose plain prefix must then end right before it.
-    const tryEscapeAt = (p: number): void => {
-      const unit = decodeUnit(buf, p, end);
-      if (unit === null) return;
+  }
+  const escapable = secrets.filter((s) => s.positions.size > 0);
+  if (escapable.length === 0) return merge(found);
+  // With at least one escaped character: start from the first escape of the occurrence,
+  // whose plain prefix must then end right before it. One scan serves every secret.
+  const tryEscapeAt = (p: number): void => {
+    const unit = decodeUnit(buf, p, end);
+    if (unit === null) return;
+    for (const s of escapable) {
       const ks = s.positions.get(unit.code);
-      if (!ks) return;
+      if (!ks) continue;
       for (const k of ks) {
         const start = p - k;
         if (start < 0) break;
@@ -145,17 +149,21 @@ export function findSecrets(buf: Uint8Array, secrets: readonly Secret[], end = b
         const stop = matchRest(buf, p + unit.len, end, s.bytes, k + 1);
         if (stop !== -1) found.push([start, stop]);
       }
-    };
-    for (let i = b.indexOf(BACKSLASH); i !== -1; ) {
-      tryEscapeAt(i);
-      // A run of backslashes is one unit candidate: skip to its end.
-      let j = i + 1;
-      while (j < end && buf[j] === BACKSLASH) j++;
-      i = j < end ? b.indexOf(BACKSLASH, j) : -1;
     }
-    for (let i = b.indexOf(PERCENT); i !== -1; i = b.indexOf(PERCENT, i + 1)) tryEscapeAt(i);
-    for (let i = b.indexOf('&#'); i !== -1; i = b.indexOf('&#', i + 1)) tryEscapeAt(i);
+  };
+  for (let i = b.indexOf(BACKSLASH); i !== -1; ) {
+    tryEscapeAt(i);
+    // A run of backslashes is one unit candidate: skip to its end.
+    let j = i + 1;
+    while (j < end && buf[j] === BACKSLASH) j++;
+    i = j < end ? b.indexOf(BACKSLASH, j) : -1;
   }
+  for (let i = b.indexOf(PERCENT); i !== -1; i = b.indexOf(PERCENT, i + 1)) tryEscapeAt(i);
+  for (let i = b.indexOf(ENTITY); i !== -1; i = b.indexOf(ENTITY, i + 1)) tryEscapeAt(i);
+  return merge(found);
+}
+
+function merge(found: Range[]): Range[] {
   if (found.length < 2) return found;
   found.sort((x, y) => x[0] - y[0] || y[1] - x[1]);
   const merged: Range[] = [found[0] as Range];

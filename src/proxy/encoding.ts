@@ -19,8 +19,12 @@ export const UPSTREAM_ACCEPT_ENCODING = 'identity';
 /** Compressed only from this size on (contract: 1 KiB); smaller answers gain nothing. */
 export const COMPRESS_MIN_BYTES = 1024;
 
-/** Speed over ratio: a proxy compresses every answer once, on the request path. */
-export const BROTLI_OPTIONS: BrotliOptions = { params: { [constants.BROTLI_PARAM_QUALITY]: 4 } };
+/**
+ * Speed over ratio: a proxy compresses every answer once, on the request path. A 256 KiB
+ * window (brotli's default is 4 MiB) keeps each encoder to about 1 MB, so many large answers
+ * in flight stay cheap; API answers repeat themselves at much shorter distances anyway.
+ */
+export const BROTLI_OPTIONS: BrotliOptions = { params: { [constants.BROTLI_PARAM_QUALITY]: 4, [constants.BROTLI_PARAM_LGWIN]: 18 } };
 export const GZIP_OPTIONS: ZlibOptions = { level: 6 };
 
 interface Offer {
@@ -86,16 +90,22 @@ export function parseUpstreamCoding(header: string | string[] | undefined): Upst
   return out;
 }
 
+/**
+ * A write to zlib beyond its buffer answers "full", and each such answer costs a trip
+ * through the event loop before the next chunk: 64 KiB takes a usual upstream read whole.
+ */
+const STREAM_BUFFER = { writableHighWaterMark: 64 * 1024, readableHighWaterMark: 64 * 1024 };
+
 export function createDecoder(coding: UpstreamCoding): Transform {
   // Lenient flushing: a body cut short still yields what it had (as browsers do).
-  const lenient = { flush: constants.Z_SYNC_FLUSH, finishFlush: constants.Z_SYNC_FLUSH };
+  const lenient = { flush: constants.Z_SYNC_FLUSH, finishFlush: constants.Z_SYNC_FLUSH, ...STREAM_BUFFER };
   if (coding === 'gzip') return createGunzip(lenient);
   if (coding === 'deflate') return createInflate(lenient);
-  return createBrotliDecompress({ flush: constants.BROTLI_OPERATION_FLUSH, finishFlush: constants.BROTLI_OPERATION_FLUSH });
+  return createBrotliDecompress({ flush: constants.BROTLI_OPERATION_FLUSH, finishFlush: constants.BROTLI_OPERATION_FLUSH, ...STREAM_BUFFER });
 }
 
 export function createEncoder(coding: Exclude<BrowserCoding, 'identity'>): Transform {
-  return coding === 'br' ? createBrotliCompress(BROTLI_OPTIONS) : createGzip(GZIP_OPTIONS);
+  return coding === 'br' ? createBrotliCompress({ ...BROTLI_OPTIONS, ...STREAM_BUFFER }) : createGzip({ ...GZIP_OPTIONS, ...STREAM_BUFFER });
 }
 
 export type BodyKind = 'json' | 'event-stream' | 'text' | 'other';

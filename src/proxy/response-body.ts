@@ -264,7 +264,8 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
   const flushEncoder = () => {
     flushQueued = false;
     const enc = encoder as (Transform & { flush?: (cb?: () => void) => void }) | null;
-    if (enc && !ended && !failed) enc.flush?.();
+    // Paused for backpressure means more is coming, not that upstream went quiet.
+    if (enc && !ended && !failed && !sourcePaused && pauses.size === 0) enc.flush?.();
   };
 
   const finish = () => {

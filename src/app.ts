@@ -22,7 +22,8 @@ import { createAntiForgeryCheck, ownOriginResolver } from './http/anti-forgery.j
 import { createAuthRoutes } from './http/auth-routes.js';
 import { createLinkRoutes } from './http/link-routes.js';
 import { createOpsRoutes } from './http/ops-routes.js';
-import { createApiProxy } from './http/proxy.js';
+import { createApiProxy, pathVerdict } from './http/proxy.js';
+import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { pathOf, sendError } from './http/respond.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
@@ -55,6 +56,8 @@ export interface Cloakroom {
   readonly app: express.Express;
   readonly metrics: Metrics;
   readonly store: TokenStore;
+  /** `GET /api/*` with `Upgrade: websocket`: the server's 'upgrade' listener, and the open sockets. */
+  readonly websockets: WebSocketProxy;
   /** Readiness turns 503 from here on; in-flight requests still finish. */
   beginShutdown(): void;
   close(): Promise<void>;
@@ -127,6 +130,26 @@ export function createApp(deps: AppDeps): Cloakroom {
     readSessionId,
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
+  });
+
+  // WebSockets on /api/*: same session, tokens and path rules as the HTTP proxy (src/proxy/websocket.ts).
+  const websockets = createWebSocketProxy({
+    upstreamUrl: config.upstreamUrl,
+    readSessionId,
+    tokens: tokenAccess,
+    originAllowed: (req, origin) => (config.allowedOrigins ? config.allowedOrigins.includes(origin) : origin === ownOrigin(req)),
+    pathVerdict,
+    readSession: (sid) => store.readTokens(sid),
+    ...(store.changed ? { changed: store.changed.bind(store) } : {}),
+    keepAlive: (sid, absoluteExpiresAt) => toucher.maybeTouch(sid, absoluteExpiresAt),
+    onOpenCountChange: (n) => metrics.websocketsOpen.set(n),
+    logger,
+    clock,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    maxPerSession: config.websocket.maxPerSession,
+    maxOpen: config.websocket.maxOpen,
+    maxPayload: config.websocket.maxMessageBytes,
+    checkIntervalMs: Math.min(3000, Math.max(250, idleMs / 4)),
   });
 
   const sessionMiddleware = session({
@@ -242,11 +265,13 @@ export function createApp(deps: AppDeps): Cloakroom {
     app,
     metrics,
     store,
+    websockets,
     beginShutdown: () => {
       shuttingDown = true;
     },
     close: async () => {
       shuttingDown = true;
+      await websockets.closeAll(1001);
       tracked?.close();
       await upstream.close().catch(() => undefined);
     },

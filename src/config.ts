@@ -55,6 +55,8 @@ export interface Config {
   exchangeValidMinutes: number;
   shutdownTimeoutMs: number;
   oidc?: OidcConfig;
+  /** WebSockets on /api/*: caps and the largest message either side may send. */
+  websocket: { maxPerSession: number; maxOpen: number; maxMessageBytes: number };
 }
 
 export class ConfigError extends Error {
@@ -194,6 +196,9 @@ const schema = z.object({
   OIDC_REDIRECT_URI: httpUrl.optional(),
   OIDC_SCOPES: z.string().min(1).default('openid profile email offline_access'),
   OIDC_POST_LOGOUT_REDIRECT_URI: httpUrl.optional(),
+  WEBSOCKET_MAX_PER_SESSION: intIn(1, 10_000).default(10),
+  WEBSOCKET_MAX_OPEN: intIn(1, 1_000_000).default(10_000),
+  WEBSOCKET_MAX_MESSAGE: intIn(1 << 20, 1 << 30).default(16 << 20),
 });
 
 function parseTrustProxy(v: string): boolean | number | string {
@@ -343,6 +348,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     exchangeValidMinutes: e.EXCHANGE_VALID_MINUTES,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
     ...(oidc ? { oidc } : {}),
+    websocket: { maxPerSession: e.WEBSOCKET_MAX_PER_SESSION, maxOpen: e.WEBSOCKET_MAX_OPEN, maxMessageBytes: e.WEBSOCKET_MAX_MESSAGE },
   };
   return Object.freeze(config);
 }

@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   }
 
   const cloakroom = createApp({ config, logger, redis, hasReplicas: () => hasReplicas });
-  const server = createCloakroomServer(cloakroom.handler);
+  const server = createCloakroomServer(cloakroom.handler, cloakroom.websockets.handleUpgrade);
   server.listen(config.port, config.host, () => {
     const addr = server.address();
     logger.info({ port: typeof addr === 'object' && addr ? addr.port : config.port, mode: config.authMode }, 'cloakroom listening');
@@ -62,6 +62,8 @@ async function main(): Promise<void> {
     stopping = true;
     logger.info({ signal }, 'shutting down: readiness is 503, finishing in-flight requests');
     cloakroom.beginShutdown();
+    // Upgraded sockets keep server.close() waiting: they are told 1001 (going away) first.
+    void cloakroom.websockets.closeAll(1001);
     server.close();
     server.closeIdleConnections();
     const force = setTimeout(() => {

@@ -97,7 +97,7 @@ const verdicts = new Map<string, PathVerdict>();
  * and an SPA asks for the same few paths again and again, so verdicts are remembered: at most
  * 4096 paths of up to 256 characters (about 1 MB), forgotten all at once when full.
  */
-function pathVerdict(rawPath: string): PathVerdict {
+export function pathVerdict(rawPath: string): PathVerdict {
   const known = verdicts.get(rawPath);
   if (known !== undefined) return known;
   const verdict: PathVerdict =

@@ -1,5 +1,10 @@
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
 import { WebSocket } from 'ws';
@@ -23,7 +28,7 @@ afterAll(async () => {
   await closeExpectingNoLeaks(h);
 });
 
-async function signInCookie(instance: Instance): Promise<string> {
+async function signInCookie(instance: Pick<Instance, 'url'>): Promise<string> {
   const res = await request(instance.url).post('/auth/login').set('X-CSRF', '1').send(DEMO);
   expect(res.status).toBe(200);
   const set = (res.headers['set-cookie'] as unknown as string[] | undefined) ?? [];
@@ -42,7 +47,7 @@ type Opened = { ws: WebSocket; refusal?: undefined } | { ws?: undefined; refusal
 
 /** Opens a browser-side WebSocket to cloakroom; a refused handshake resolves with its HTTP answer. */
 function connect(
-  instance: Instance,
+  instance: Pick<Instance, 'url'>,
   path: string,
   opts: { cookie?: string; origin?: string | null; protocols?: string[]; headers?: Record<string, string> } = {},
 ): Promise<Opened> {
@@ -77,14 +82,14 @@ function connect(
   });
 }
 
-async function open(instance: Instance, path: string, opts: Parameters<typeof connect>[2] = {}): Promise<WebSocket> {
+async function open(instance: Pick<Instance, 'url'>, path: string, opts: Parameters<typeof connect>[2] = {}): Promise<WebSocket> {
   const r = await connect(instance, path, opts);
   if (!r.ws) throw new Error(`refused: ${r.refusal.status} ${JSON.stringify(r.refusal.body)}`);
   r.ws.on('error', () => undefined);
   return r.ws;
 }
 
-async function refused(instance: Instance, path: string, opts: Parameters<typeof connect>[2] = {}): Promise<Refusal> {
+async function refused(instance: Pick<Instance, 'url'>, path: string, opts: Parameters<typeof connect>[2] = {}): Promise<Refusal> {
   const r = await connect(instance, path, opts);
   if (!r.refusal) {
     r.ws.terminate();
@@ -104,7 +109,7 @@ const nextMessage = (ws: WebSocket): Promise<{ data: Buffer; isBinary: boolean }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function gauge(instance: Instance): Promise<number> {
+async function gauge(instance: Pick<Instance, 'url'>): Promise<number> {
   const res = await request(instance.url).get('/metrics');
   const m = /^cloakroom_websockets_open (\d+)$/m.exec(res.text);
   return Number(m?.[1] ?? NaN);
@@ -436,4 +441,52 @@ describe('operations', () => {
     await closed(ws2);
     await until(async () => (await gauge(a)) === 0);
   });
+});
+
+describe('the server process', () => {
+  // Its own build folder (under node_modules, so packages resolve): other suites build dist/ at the same time.
+  const ROOT = fileURLToPath(new URL('..', import.meta.url));
+  const OUT = join(ROOT, 'node_modules', '.cache', 'cloakroom-websocket-test');
+  const MAIN = join(OUT, 'src', 'main.js');
+
+  beforeAll(async () => {
+    await new Promise<void>((done) =>
+      execFile(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', OUT], { cwd: ROOT }, () => done()),
+    );
+    if (!existsSync(MAIN)) throw new Error(`build did not produce ${MAIN}`);
+  }, 90_000);
+
+  it('sigterm_closes_open_websockets_with_1001_and_exits_0', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [MAIN], {
+      cwd: mkdtempSync(join(tmpdir(), 'cloakroom-ws-')),
+      env: {
+        PATH: process.env.PATH ?? '',
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        UPSTREAM_URL: up.url,
+        REDIS_URL: `redis://127.0.0.1:${h.redis.port}`,
+        SESSION_SECRET: a.config.sessionSecrets[0] ?? '',
+        TOKEN_ENCRYPTION_KEY: (a.config.tokenKeys[0] ?? Buffer.alloc(0)).toString('base64'),
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+    try {
+      const proc = { url: `http://127.0.0.1:${port}` };
+      await until(async () => (await request(proc.url).get('/healthz').catch(() => ({ status: 0 }))).status === 200, 10_000);
+      const cookie = await signInCookie(proc);
+      const ws = await open(proc, '/api/ws/echo', { cookie });
+      const upstreamSide = up.sockets.at(-1) as WebSocket;
+      const browserClosed = closed(ws);
+      const upstreamClosed = closed(upstreamSide);
+      child.kill('SIGTERM');
+      expect((await browserClosed).code).toBe(1001);
+      expect((await upstreamClosed).code).toBe(1001);
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }, 30_000);
 });

@@ -49,7 +49,7 @@ type Opened = { ws: WebSocket; refusal?: undefined } | { ws?: undefined; refusal
 function connect(
   instance: Pick<Instance, 'url'>,
   path: string,
-  opts: { cookie?: string; origin?: string | null; protocols?: string[]; headers?: Record<string, string> } = {},
+  opts: { cookie?: string; origin?: string | null; protocols?: string[]; headers?: Record<string, string>; rawPath?: boolean } = {},
 ): Promise<Opened> {
   const origin = opts.origin === undefined ? instance.url : opts.origin;
   const headers: Record<string, string> = { ...(opts.headers ?? {}) };
@@ -58,6 +58,15 @@ function connect(
     headers,
     ...(origin === null ? {} : { origin }),
     maxPayload: 64 << 20,
+    // The path exactly as given: ws goes through the WHATWG URL parser, which re-encodes some characters.
+    ...(opts.rawPath
+      ? {
+          finishRequest: (r: import('node:http').ClientRequest) => {
+            r.path = path;
+            r.end();
+          },
+        }
+      : {}),
   });
   return new Promise((resolve, reject) => {
     ws.once('open', () => resolve({ ws }));
@@ -222,6 +231,15 @@ describe('the upstream handshake', () => {
     expect(seen?.headers.authorization).toMatch(/^Bearer at_/);
     expect(seen?.headers.cookie).toBeUndefined();
     expect(seen?.headers.origin).toBeUndefined();
+    ws.close();
+    await closed(ws);
+  });
+
+  it('goes_to_upstream_with_the_raw_path_and_query', async () => {
+    const cookie = await signInCookie(a);
+    const path = "/api/ws/echo/a%2Fb?name=O'Brien&q=%7Bx%7D&r={y}";
+    const ws = await open(a, path, { cookie, rawPath: true });
+    expect(up.handshakes.at(-1)?.url).toBe(path);
     ws.close();
     await closed(ws);
   });

@@ -175,28 +175,38 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
     return set.size;
   };
 
-  /** One watcher per session with open sockets, whatever their number. */
+  const watching = new Set<string>();
+  /** One watcher per session with open sockets, whatever their number (and however often they reconnect). */
   const watch = (sid: string) => {
+    if (watching.has(sid)) return;
+    watching.add(sid);
     void (async () => {
-      while (bySession.has(sid) && !stopped) {
-        if (deps.changed) await deps.changed(sid, deps.checkIntervalMs);
-        else await new Promise<void>((resolve) => setTimeout(resolve, deps.checkIntervalMs).unref());
-        if (!bySession.has(sid) || stopped) return;
-        try {
-          const record = await deps.readSession(sid);
-          if (!record || record.absoluteExpiresAt <= clock()) {
-            deps.logger.debug({ sockets: bySession.get(sid)?.size ?? 0 }, 'websocket session ended');
-            closeSession(sid);
-            return;
-          }
-          deps.keepAlive(sid, record.absoluteExpiresAt);
-        } catch (err) {
-          // The store is unreachable: not a reason to close; the next round asks again.
-          deps.logger.warn({ err }, 'websocket session check failed');
-          await new Promise<void>((resolve) => setTimeout(resolve, deps.checkIntervalMs).unref());
-        }
+      try {
+        await watchRounds(sid);
+      } finally {
+        watching.delete(sid);
       }
     })();
+  };
+  const watchRounds = async (sid: string) => {
+    while (bySession.has(sid) && !stopped) {
+      if (deps.changed) await deps.changed(sid, deps.checkIntervalMs);
+      else await new Promise<void>((resolve) => setTimeout(resolve, deps.checkIntervalMs).unref());
+      if (!bySession.has(sid) || stopped) return;
+      try {
+        const record = await deps.readSession(sid);
+        if (!record || record.absoluteExpiresAt <= clock()) {
+          deps.logger.debug({ sockets: bySession.get(sid)?.size ?? 0 }, 'websocket session ended');
+          closeSession(sid);
+          return;
+        }
+        deps.keepAlive(sid, record.absoluteExpiresAt);
+      } catch (err) {
+        // The store is unreachable: not a reason to close; the next round asks again.
+        deps.logger.warn({ err }, 'websocket session check failed');
+        await new Promise<void>((resolve) => setTimeout(resolve, deps.checkIntervalMs).unref());
+      }
+    }
   };
 
   const connectUpstream = (req: IncomingMessage, tokens: SessionTokens, protocols: string[], onStart: (ws: WebSocket) => void): Promise<Handshake> =>
@@ -211,6 +221,12 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
         autoPong: false,
         followRedirects: false,
         handshakeTimeout: deps.upstreamTimeoutMs,
+        // ws builds the request from a WHATWG URL, which re-encodes some characters (`'` in a
+        // query, for one): upstream gets the raw path and query the checks ran on, as over HTTP.
+        finishRequest: (request) => {
+          request.path = req.url ?? '/';
+          request.end();
+        },
       });
       onStart(ws);
       let settled = false;
@@ -292,7 +308,6 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
 
     // The slot is taken before anything is awaited, so concurrent handshakes cannot pass a cap together.
     const pair: Pair = { sid, browser: null, upstream: null, done: false };
-    const first = !bySession.has(sid);
     const set = bySession.get(sid) ?? new Set<Pair>();
     set.add(pair);
     bySession.set(sid, set);
@@ -324,6 +339,11 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
         throw wsErrors.tooManyOpen();
       }
       socket.off('close', onBrowserGone);
+      // ws would destroy a dead socket without calling back: the pair would never be released.
+      if (socket.destroyed || !socket.writable) {
+        upstream.terminate();
+        throw errors.upstreamUnavailable();
+      }
       (req as IncomingMessage & { chosenProtocol?: string }).chosenProtocol = upstream.protocol;
       wss.handleUpgrade(req, socket, head, (browser) => {
         pair.browser = browser;
@@ -332,7 +352,7 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
         else upstream.resume();
         deps.logger.debug({ path: rawUrl.slice(0, q === -1 ? undefined : q), protocol: upstream.protocol || undefined }, 'websocket open');
       });
-      if (first) watch(sid);
+      watch(sid);
     } catch (err) {
       socket.off('close', onBrowserGone);
       pair.upstream?.terminate();

@@ -336,6 +336,14 @@ describe('frames', () => {
     const noStatus = closed(up3);
     ws3.close();
     expect((await noStatus).code).toBe(1005);
+
+    // A browser that vanishes without a closing handshake: upstream's end goes too, and the slot is free.
+    const ws4 = await open(a, '/api/ws/echo', { cookie });
+    const up4 = up.sockets.at(-1) as WebSocket;
+    const abnormal = closed(up4);
+    ws4.terminate();
+    expect((await abnormal).code).toBe(1006);
+    await until(() => a.cloakroom.websockets.openCount() === 0);
   });
 });
 
@@ -353,6 +361,17 @@ describe('session lifetime', () => {
     expect(end).toMatchObject({ code: 1008, reason: 'session_ended' });
     expect(end.at - started).toBeLessThan(5000);
     await upstreamClosed;
+  });
+
+  it('a_refused_refresh_on_another_instance_closes_the_socket_with_1008', async () => {
+    const cookie = await signInCookie(a);
+    const ws = await open(a, '/api/ws/echo', { cookie });
+    const browserClosed = closed(ws);
+    h.upstream.expireAllAccessTokens();
+    h.upstream.faults.refresh.push('invalid_grant');
+    const res = await request(b.url).get('/api/echo/x').set('X-CSRF', '1').set('Cookie', cookie);
+    expect(res.body.error).toBe('session_expired');
+    expect(await browserClosed).toMatchObject({ code: 1008, reason: 'session_ended' });
   });
 
   it('an_open_socket_keeps_an_idle_session_alive_and_a_session_without_one_ends', async () => {

@@ -192,13 +192,19 @@ async function main(): Promise<void> {
     const crUrl = `ws://127.0.0.1:${cloakroom.port}/api/ws/echo`;
     const bareUrl = `ws://127.0.0.1:${bare.port}/api/ws/echo`;
 
-    // Warm both paths, then alternate so neither gets the quieter machine.
+    // Warm both paths first.
     await echoRun(bareUrl, {}, clients, 1);
     await echoRun(crUrl, crHeaders, clients, 1);
-    const b = await echoRun(bareUrl, {}, clients, seconds);
-    const c = await echoRun(crUrl, crHeaders, clients, seconds);
+    // Two rounds each, alternating, so neither arm always runs on the quieter machine; best round counts.
+    const best = (x: Awaited<ReturnType<typeof echoRun>>, y: Awaited<ReturnType<typeof echoRun>>) => (x.perSecond >= y.perSecond ? x : y);
+    const b1 = await echoRun(bareUrl, {}, clients, seconds);
+    const c1 = await echoRun(crUrl, crHeaders, clients, seconds);
+    const c2 = await echoRun(crUrl, crHeaders, clients, seconds);
+    const b2 = await echoRun(bareUrl, {}, clients, seconds);
+    const b = best(b1, b2);
+    const c = best(c1, c2);
     const fmt = (r: { perSecond: number; p50: number; p99: number }) => `${Math.round(r.perSecond)} msg/s, p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms`;
-    process.stdout.write(`echo, ${clients} clients, 128-byte text, ${seconds} s each\n`);
+    process.stdout.write(`echo, ${clients} clients, 128-byte text, best of two ${seconds} s rounds each (alternating)\n`);
     process.stdout.write(`  bare pass-through: ${fmt(b)}\n  cloakroom:         ${fmt(c)}\n`);
     process.stdout.write(`  cloakroom/bare: ${(c.perSecond / b.perSecond).toFixed(2)}x msg/s, ${(c.p99 / b.p99).toFixed(2)}x p99\n`);
 

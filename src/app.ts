@@ -15,7 +15,7 @@ import { createSessionLifecycle, sessionTimeouts } from './core/session-lifecycl
 import { createTokenSealer } from './core/token-crypto.js';
 import { createTokenVault } from './core/token-vault.js';
 import { createTokenAccess } from './core/token-access.js';
-import { compileDownloadPaths, credentialApiPaths } from './core/upstream-paths.js';
+import { apiPathVerdict, compileDownloadPaths, credentialApiPaths } from './core/upstream-paths.js';
 import { errors } from './errors.js';
 import { antiForgeryGuard, createAntiForgeryCheck, ownOriginResolver, type AntiForgeryRule, type RouterAntiForgery } from './http/anti-forgery.js';
 import { createAuthRoutes } from './http/auth-routes.js';
@@ -24,6 +24,7 @@ import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
 import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
 import { createForwarding } from './proxy/forwarding.js';
+import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { createRequestObserver } from './http/observe.js';
 import { sendError } from './http/respond.js';
 import { findRoute, type Route } from './http/route-table.js';
@@ -54,6 +55,8 @@ export interface Cloakroom {
   readonly app: express.Express;
   readonly metrics: Metrics;
   readonly store: TokenStore;
+  /** `GET /api/*` with `Upgrade: websocket`: the server's 'upgrade' listener, and the open sockets. */
+  readonly websockets: WebSocketProxy;
   /** Readiness turns 503 from here on; in-flight requests still finish. */
   beginShutdown(): void;
   close(): Promise<void>;
@@ -122,16 +125,40 @@ export function createApp(deps: AppDeps): Cloakroom {
   const ownOrigin = ownOriginResolver((req) => trustFn(req.socket.remoteAddress ?? '', 0), config.cookie.secure);
   const checkAntiForgery = createAntiForgeryCheck({ ownOrigin, ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}) });
 
+  const forbiddenPaths = credentialApiPaths(config);
   const tokenAccess = createTokenAccess({ vault, refresher, toucher, clock });
   const proxy = createApiProxy({
     upstream,
     tokens: tokenAccess,
     readSessionId,
-    forbiddenPaths: credentialApiPaths(config),
+    forbiddenPaths,
     forwarding: createForwarding(trustFn, ownOrigin),
     observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
     onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
   });
+
+  // WebSockets on /api/*: same session, tokens and path rules as the HTTP proxy (src/proxy/websocket.ts).
+  const websockets = createWebSocketProxy({
+    upstreamUrl: config.upstreamUrl,
+    readSessionId,
+    tokens: tokenAccess,
+    originAllowed: (req, origin) => (config.allowedOrigins ? config.allowedOrigins.includes(origin) : origin === ownOrigin(req)),
+    pathVerdict: (rawPath) => apiPathVerdict(rawPath, forbiddenPaths),
+    readSession: (sid) => store.readTokens(sid),
+    ...(store.changed ? { changed: store.changed.bind(store) } : {}),
+    keepAlive: (sid, absoluteExpiresAt) => toucher.maybeTouch(sid, absoluteExpiresAt),
+    onOpenCountChange: (n) => metrics.websocketsOpen.set(n),
+    logger,
+    clock,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    maxPerSession: config.websocket.maxPerSession,
+    maxOpen: config.websocket.maxOpen,
+    maxPayload: config.websocket.maxMessageBytes,
+    checkIntervalMs: Math.min(3000, Math.max(250, timeouts.idleMs / 4)),
+  });
+  // A session ended here (logout, a refused refresh, /auth/sessions) closes its sockets at once;
+  // ends seen from other instances reach them through the same local-end hook or the watcher.
+  sessions.onLocalEnd((sid) => void websockets.closeSession(sid));
 
   const sessionMiddleware = session({
     name: config.cookie.name,
@@ -244,11 +271,13 @@ export function createApp(deps: AppDeps): Cloakroom {
     app,
     metrics,
     store,
+    websockets,
     beginShutdown: () => {
       shuttingDown = true;
     },
     close: async () => {
       shuttingDown = true;
+      await websockets.closeAll(1001);
       backends.close();
       await upstream.close().catch(() => undefined);
     },

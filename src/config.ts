@@ -65,6 +65,8 @@ export interface Config {
   /** When set, /metrics is served on this port only. */
   metricsPort?: number;
   oidc?: OidcConfig;
+  /** WebSockets on /api/*: caps and the largest message either side may send. */
+  websocket: { maxPerSession: number; maxOpen: number; maxMessageBytes: number };
 }
 
 /** Seconds readiness is 503 before the listener closes, so a load balancer can stop sending (production default). */
@@ -225,6 +227,9 @@ const schema = z.object({
   OIDC_REDIRECT_URI: httpUrl.optional(),
   OIDC_SCOPES: z.string().min(1).default('openid profile email offline_access'),
   OIDC_POST_LOGOUT_REDIRECT_URI: httpUrl.optional(),
+  WEBSOCKET_MAX_PER_SESSION: intIn(1, 10_000).default(10),
+  WEBSOCKET_MAX_OPEN: intIn(1, 1_000_000).default(10_000),
+  WEBSOCKET_MAX_MESSAGE: intIn(1 << 20, 1 << 30).default(16 << 20),
 });
 
 function isReadableFolder(dir: string): boolean {
@@ -405,6 +410,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     shutdownDelayMs: shutdownDelay * 1000,
     ...(e.METRICS_PORT !== undefined ? { metricsPort: e.METRICS_PORT } : {}),
     ...(oidc ? { oidc } : {}),
+    websocket: { maxPerSession: e.WEBSOCKET_MAX_PER_SESSION, maxOpen: e.WEBSOCKET_MAX_OPEN, maxMessageBytes: e.WEBSOCKET_MAX_MESSAGE },
   };
   return Object.freeze(config);
 }

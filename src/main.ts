@@ -56,7 +56,7 @@ async function main(): Promise<void> {
   const cloakroom = createApp({ config, logger, redis, metrics: createMetrics({ defaultMetrics: true }), hasReplicas: () => hasReplicas });
   const metricsServer = config.metricsPort !== undefined ? createMetricsServer(cloakroom.metrics.registry) : null;
   // With METRICS_PORT the public port must not show the metrics: answer it like any unknown path.
-  const server = createCloakroomServer(metricsServer ? withoutMetricsRoute(cloakroom.handler) : cloakroom.handler);
+  const server = createCloakroomServer(metricsServer ? withoutMetricsRoute(cloakroom.handler) : cloakroom.handler, cloakroom.websockets.handleUpgrade);
   await listenOrExit(server, 'PORT', config.port, config.host);
   if (metricsServer && config.metricsPort !== undefined) await listenOrExit(metricsServer, 'METRICS_PORT', config.metricsPort, config.host);
   const addr = server.address();
@@ -71,6 +71,8 @@ async function main(): Promise<void> {
     const delayMs = signal === 'SIGTERM' ? config.shutdownDelayMs : 0;
     logger.info({ signal, delayMs }, 'shutting down: readiness is 503, finishing in-flight requests');
     cloakroom.beginShutdown();
+    // Upgraded sockets keep server.close() waiting: they are told 1001 (going away) first.
+    void cloakroom.websockets.closeAll(1001);
     // The whole shutdown ends within SHUTDOWN_TIMEOUT, a second before it, so that a container
     // runtime's kill (its grace usually equals our default of 10 s) lands after the exit, not on the drain.
     const force = setTimeout(() => {

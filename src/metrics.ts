@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** One registry per app instance, so two instances in one test process do not collide. */
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
@@ -40,6 +40,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       name: 'cloakroom_logins_total',
       help: 'Sign-in attempts, by outcome.',
       labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    websocketsOpen: new Gauge({
+      name: 'cloakroom_websockets_open',
+      help: 'WebSockets proxied on /api/* right now (handshakes in progress included).',
       registers: [registry],
     }),
   };

@@ -1,4 +1,5 @@
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { sendJson } from './respond.js';
 
@@ -14,7 +15,36 @@ function rawJsonResponse(status: number, reason: string, code: string, message: 
  * The HTTP server used by main.ts and the tests alike. Requests Node's parser refuses before
  * any handler runs (oversized headers or URL, malformed syntax) still get the contract's JSON.
  */
-export function createCloakroomServer(handler: RequestListener): Server {
+export type UpgradeListener = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+
+/** The requests the WebSocket proxy takes; any other upgrade is answered as plain HTTP. */
+export function isApiWebSocket(req: IncomingMessage): boolean {
+  return req.headers.upgrade?.toLowerCase() === 'websocket' && (req.url ?? '').startsWith('/api/');
+}
+
+/**
+ * With an 'upgrade' listener Node hands it every request that asks for one (curl's h2c too),
+ * so those that are not our WebSocket are served by the ordinary handler, unupgraded.
+ */
+function serveWithoutUpgrade(req: IncomingMessage, socket: Duplex, handler: RequestListener): void {
+  // Node stopped parsing at the headers: a body would never reach the handler.
+  const te = req.headers['transfer-encoding'];
+  const length = req.headers['content-length'];
+  if (te !== undefined || (length !== undefined && length !== '0')) {
+    socket.end(rawJsonResponse(400, 'Bad Request', 'invalid_request', 'An upgrade request may not carry a body.'));
+    return;
+  }
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket as Socket);
+  res.once('finish', () => {
+    res.detachSocket(socket as Socket);
+    socket.end();
+  });
+  handler(req, res);
+}
+
+export function createCloakroomServer(handler: RequestListener, upgrade?: UpgradeListener): Server {
   // Node answers a missing Host and an unknown Expect itself, with an empty body: ours are JSON.
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000, requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
@@ -33,6 +63,13 @@ export function createCloakroomServer(handler: RequestListener): Server {
     socket.on('error', () => socket.destroy());
     socket.end(rawJsonResponse(405, 'Method Not Allowed', 'method_not_allowed', 'CONNECT is not supported.'));
   });
+  if (upgrade) {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      if (isApiWebSocket(req)) upgrade(req, socket, head);
+      else serveWithoutUpgrade(req, socket, handler);
+    });
+  }
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || (err.code === 'ECONNRESET')) {
       socket.destroy();

@@ -167,6 +167,8 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
     changed: (sid, maxMs) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(done, maxMs);
+        // A watcher (refresh waiter, WebSocket session check) must not keep a stopping process alive.
+        timer.unref();
         function done() {
           clearTimeout(timer);
           watchers.get(sid)?.delete(done);

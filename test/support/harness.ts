@@ -32,7 +32,8 @@ export interface Harness {
   readonly logs: string[];
   /** A direct Redis connection for assertions. */
   readonly inspect: Redis;
-  start(env?: Record<string, string>): Promise<Instance>;
+  /** `configure` may change the parsed config (values the variables refuse, e.g. a 2 s idle timeout). */
+  start(env?: Record<string, string>, configure?: (config: Config) => Config): Promise<Instance>;
   /** A supertest agent signed in as `who` (cookie kept by the agent). */
   signIn(instance: Instance, who?: { email: string; password: string }): Promise<ReturnType<typeof request.agent>>;
   /** Every token string found where it must not be: browser bytes, logs, Redis values. */
@@ -53,8 +54,8 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
   const allowedLocations: string[] = [];
   const instances: Instance[] = [];
 
-  const start = async (env: Record<string, string> = {}): Promise<Instance> => {
-    const config = loadConfig({
+  const start = async (env: Record<string, string> = {}, configure?: (config: Config) => Config): Promise<Instance> => {
+    const loaded = loadConfig({
       NODE_ENV: 'test',
       UPSTREAM_URL: upstream.url,
       REDIS_URL: `redis://127.0.0.1:${redis.port}`,
@@ -64,6 +65,7 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
       UPSTREAM_TIMEOUT: '2',
       ...env,
     });
+    const config = configure ? Object.freeze(configure({ ...loaded })) : loaded;
     const sink = new Writable({
       write(chunk: Buffer, _enc, cb) {
         for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(line);
@@ -91,7 +93,7 @@ export async function startHarness(opts: { upstream?: FakeUpstreamOptions; persi
         }) as typeof res.writeHead;
       }
       cloakroom.handler(req, res);
-    });
+    }, cloakroom.websockets.handleUpgrade);
     const sockets = new Set<Socket>();
     server.on('connection', (sock: Socket) => {
       sockets.add(sock);

@@ -495,12 +495,14 @@ describe('the server process', () => {
     for (const file of walk(join(ROOT, 'src'))) {
       const out = join(OUT, relative(ROOT, file)).replace(/\.ts$/, '.js');
       const { outputText } = ts.transpileModule(readFileSync(file, 'utf8'), {
-        compilerOptions: { module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022 },
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
         fileName: file,
       });
       mkdirSync(dirname(out), { recursive: true });
       writeFileSync(out, outputText);
     }
+    // ES modules, as the project's own package.json says for dist/.
+    writeFileSync(join(OUT, 'package.json'), '{"type":"module"}\n');
     if (!existsSync(MAIN)) throw new Error(`transpiling did not produce ${MAIN}`);
   }, 90_000);
 

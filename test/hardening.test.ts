@@ -1,0 +1,38 @@
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import request from 'supertest';
+import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
+
+let h: Harness;
+let app: Instance;
+
+beforeAll(async () => {
+  h = await startHarness();
+  app = await h.start();
+});
+afterAll(() => closeExpectingNoLeaks(h));
+
+const cookiesOf = (res: request.Response): string[] => (res.headers['set-cookie'] as unknown as string[] | undefined) ?? [];
+
+describe('HEAD under /auth needs the anti-forgery header', () => {
+  it('head_exchange_without_x_csrf_answers_csrf_required_and_makes_no_session', async () => {
+    h.upstream.reset();
+    const jwt = h.upstream.issueExchangeJwt('demo@example.com');
+    const res = await request(app.url).head(`/auth/exchange?t=${encodeURIComponent(jwt)}`);
+    expect(res.status).toBe(403);
+    expect(res.headers['content-type']).toMatch(/application\/json/);
+    expect(cookiesOf(res).filter((c) => c.startsWith('bff.sid='))).toEqual([]);
+    expect(h.upstream.requests.filter((r) => r.url.startsWith('/api/sys/users/exchange'))).toEqual([]);
+  });
+
+  it('head_auth_routes_with_x_csrf_pass_and_get_stays_exempt', async () => {
+    expect((await request(app.url).head('/auth/session')).status).toBe(403);
+    expect((await request(app.url).head('/auth/session').set('X-CSRF', '1')).status).toBe(200);
+    expect((await request(app.url).get('/auth/session')).status).toBe(200);
+  });
+
+  it('head_on_links_and_ops_needs_no_header', async () => {
+    expect((await request(app.url).head('/healthz')).status).toBe(200);
+    // /links are navigations: a HEAD without a session is the same 401 as a GET.
+    expect((await request(app.url).head('/links/download?path=/api/public/files/x')).status).toBe(401);
+  });
+});

@@ -36,3 +36,26 @@ describe('HEAD under /auth needs the anti-forgery header', () => {
     expect((await request(app.url).head('/links/download?path=/api/public/files/x')).status).toBe(401);
   });
 });
+
+describe('metrics route labels stay bounded', () => {
+  /** Letters only: names a scanner would try, and the shape the old label rule let through. */
+  const word = (n: number) => {
+    let s = '';
+    for (let i = n + 26; i > 0; i = Math.floor(i / 26)) s += String.fromCharCode(97 + (i % 26));
+    return s;
+  };
+
+  it('thousands_of_distinct_auth_and_links_paths_add_no_route_label_and_keep_metrics_small', async () => {
+    await request(app.url).get('/metrics');
+    const before = (await request(app.url).get('/metrics')).text;
+    const labels = (text: string) => new Set([...text.matchAll(/cloakroom_http_requests_total\{route="([^"]*)"/g)].map((m) => m[1]));
+    const paths = Array.from({ length: 3000 }, (_, i) => (i % 2 ? `/auth/${word(i)}` : `/links/${word(i)}-${word(i + 7)}`));
+    for (let i = 0; i < paths.length; i += 100) {
+      await Promise.all(paths.slice(i, i + 100).map((p) => fetch(app.url + p).then((r) => r.arrayBuffer())));
+    }
+    const after = (await request(app.url).get('/metrics')).text;
+    const added = [...labels(after)].filter((l) => !labels(before).has(l));
+    expect(added.filter((l) => l !== 'other')).toEqual([]);
+    expect(after.length).toBeLessThan(before.length + 4096);
+  });
+});

@@ -27,7 +27,7 @@ import { createForwarding } from './proxy/forwarding.js';
 import { createRequestObserver } from './http/observe.js';
 import { sendError } from './http/respond.js';
 import { findRoute, type Route } from './http/route-table.js';
-import { createSessionIdReader } from './http/session-cookie.js';
+import { createSessionIdReader, sessionCookieMaxAge } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { newSessionId } from './store/keys.js';
@@ -207,7 +207,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     {
       group: 'auth',
       match: { prefix: '/auth/' },
-      handler: { kind: 'express', stack: [jsonHelmet, noStore, guard(auth.antiForgery), ...bodies, declaredSecure, sessionMiddleware, auth.router] },
+      handler: { kind: 'express', stack: [jsonHelmet, noStore, guard(auth.antiForgery), ...bodies, declaredSecure, sessionCookieMaxAge(config.cookie.name), sessionMiddleware, auth.router] },
     },
     { group: 'links', match: { prefix: '/links/' }, handler: { kind: 'express', stack: [jsonHelmet, guard(links.antiForgery), links.router] } },
   ];

@@ -30,3 +30,32 @@ export function createSessionIdReader(cookieName: string, secrets: readonly stri
     return null;
   };
 }
+
+/**
+ * express-session writes a persistent cookie with `Expires` only; the contract says `Max-Age`
+ * (a remembered sign-in), which does not depend on the browser's clock. This rewrites the
+ * session cookie it sets on this response: `Expires=<date>` becomes `Max-Age=<seconds left>`,
+ * counted from the session's own expiry (ms precision) so a fresh sign-in shows exactly
+ * SESSION_ABSOLUTE_TIMEOUT. Other cookies, and the cleared cookie of a logout, pass unchanged.
+ */
+export function sessionCookieMaxAge(cookieName: string) {
+  const ours = `${cookieName}=s%3A`;
+  const expires = /; Expires=[^;]*/i;
+  return (
+    req: { session?: { cookie?: { maxAge?: number | null } } },
+    res: { setHeader(name: string, value: number | string | readonly string[]): unknown },
+    next: () => void,
+  ): void => {
+    const setHeader = res.setHeader.bind(res);
+    res.setHeader = (name, value) => {
+      if (name.toLowerCase() !== 'set-cookie' || typeof value === 'number') return setHeader(name, value);
+      const rewrite = (line: string) => {
+        const left = req.session?.cookie?.maxAge;
+        if (!line.startsWith(ours) || typeof left !== 'number' || !expires.test(line)) return line;
+        return line.replace(expires, `; Max-Age=${Math.max(0, Math.round(left / 1000))}`);
+      };
+      return setHeader(name, typeof value === 'string' ? rewrite(value) : value.map(rewrite));
+    };
+    next();
+  };
+}

@@ -59,3 +59,26 @@ describe('metrics route labels stay bounded', () => {
     expect(after.length).toBeLessThan(before.length + 4096);
   });
 });
+
+describe('a failed sign-in upstream is logged with its cause', () => {
+  it('login_against_an_upstream_on_a_closed_port_answers_502_and_logs_econnrefused_once_at_warn', async () => {
+    const { createServer } = await import('node:net');
+    const closed = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
+    });
+    const down = await h.start({ UPSTREAM_URL: `http://127.0.0.1:${closed}` });
+    const from = h.logs.length;
+    const password = 'a-password-that-must-not-be-logged';
+    const res = await request(down.url).post('/auth/login').set('X-CSRF', '1').send({ email: 'demo@example.com', password });
+    expect(res.status).toBe(502);
+    expect(res.body.error).toBe('upstream_unavailable');
+    const failures = h.logs.slice(from).map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request failed');
+    expect(failures).toHaveLength(1);
+    expect(failures[0]?.level).toBe(40);
+    expect(JSON.stringify(failures[0])).toContain('ECONNREFUSED');
+    expect(h.logs.slice(from).join('\n')).not.toContain(password);
+  });
+});

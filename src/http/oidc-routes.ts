@@ -81,7 +81,7 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     if (!attempt || attempt.b !== binding) throw errors.invalidState();
     const q = req.originalUrl.indexOf('?');
     const outcome = await flow.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
-    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'failed') throw failureToError(outcome.failure, outcome.cause);
     if (outcome.kind === 'refused') {
       const error = refusalError(outcome.refusal);
       deps.metrics.logins.inc({ outcome: error.code });

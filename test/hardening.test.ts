@@ -82,3 +82,40 @@ describe('a failed sign-in upstream is logged with its cause', () => {
     expect(h.logs.slice(from).join('\n')).not.toContain(password);
   });
 });
+
+describe('one reading of the session cookie on /auth and /api', () => {
+  let value = '';
+  let sid = '';
+  beforeAll(async () => {
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').send({ email: 'demo@example.com', password: 'demo-password' });
+    value = (cookiesOf(res).find((c) => c.startsWith('bff.sid=')) ?? '').split(';')[0]?.slice('bff.sid='.length) ?? '';
+    sid = decodeURIComponent(value).slice(2).split('.')[0] ?? '';
+    expect(value).toMatch(/^s%3A/);
+  });
+
+  // [header, is it this session]; the value placeholder V is the signed cookie value.
+  const cases: [string, boolean][] = [
+    ['bff.sid=V', true],
+    ['bff.sid = V', true],
+    ['bff.sid =V', true],
+    ['  bff.sid=V  ', true],
+    ['bff.sid="V"', true],
+    ['theme=dark; bff.sid=V', true],
+    ['theme=dark;bff.sid=V;x=1', true],
+    ['bff.sid=V; bff.sid=s%3Agarbage.sig', true],
+    ['bff.sid=s%3Agarbage.sig; bff.sid=V', false],
+    ['bff.sid=SID', false],
+    ['xbff.sid=V', false],
+    ['bff.sidx=V', false],
+    ['__Host-bff.sid=V', false],
+    ['bff.sid', false],
+    ['bff.sid=', false],
+    ['BFF.SID=V', false],
+  ];
+  it.each(cases)('cookie_header_%j_is_a_session_%s_on_both_auth_session_and_api', async (template, expected) => {
+    const header = template.replace('V', value).replace('SID', sid);
+    const auth = (await request(app.url).get('/auth/session').set('Cookie', header)).body as { authenticated: boolean };
+    const api = await request(app.url).get('/api/auth/me').set('X-CSRF', '1').set('Cookie', header);
+    expect({ auth: auth.authenticated, api: api.status === 200 }).toEqual({ auth: expected, api: expected });
+  });
+});

@@ -6,15 +6,20 @@ import { isSessionIdShape } from '../store/keys.js';
  * Reads the session id from the signed cookie exactly as express-session writes it
  * (`s:` + HMAC over the id), trying every secret so rotated-out secrets still verify.
  *
+ * The header is read as express-session reads it on /auth: the same `cookie.parse` (RFC 6265:
+ * the name is what stands before the first `=`, white space trimmed; surrounding quotes dropped;
+ * the first of two cookies of one name wins). So a header is one session, or none, on /api and
+ * /auth alike (test/hardening.test.ts checks a table of headers on both). The quick test before
+ * parsing looks for the name alone: `bff.sid = v` has no `bff.sid=` in it.
+ *
  * Verified values are remembered (bounded): the HMAC and its constant-time comparison are
  * a measurable share of the proxy path (docs/performance.md), and a value that verified once
  * verifies for as long as the process runs with the same secrets.
  */
 export function createSessionIdReader(cookieName: string, secrets: readonly string[], maxRemembered = 10_000) {
-  const marker = `${cookieName}=`;
   const verified = new Map<string, string>();
   return function readSessionId(cookieHeader: string | undefined): string | null {
-    if (!cookieHeader || !cookieHeader.includes(marker)) return null;
+    if (!cookieHeader || !cookieHeader.includes(cookieName)) return null;
     const raw = parse(cookieHeader)[cookieName];
     if (!raw || !raw.startsWith('s:')) return null;
     const known = verified.get(raw);

@@ -54,8 +54,8 @@ export const errors = {
   methodNotAllowed: (method: string) => new AppError(405, 'method_not_allowed', `${method} is not supported.`, { headers: { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' } }),
   invalidState: () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.'),
   payloadTooLarge: () => new AppError(413, 'payload_too_large', 'The request body is too large.'),
-  rateLimited: (retryAfterSeconds: number) =>
-    new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
+  rateLimited: (retryAfterSeconds: number, message = 'Too many failed sign-in attempts; try again later.') =>
+    new AppError(429, 'rate_limited', message, {
       headers: { 'Retry-After': String(retryAfterSeconds) },
     }),
   tokenUnavailable: (cause?: unknown) =>

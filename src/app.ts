@@ -96,7 +96,10 @@ export function createApp(deps: AppDeps): Cloakroom {
   const toucher = createIdleToucher({
     store,
     timeouts,
-    intervalMs: Math.min(60_000, Math.max(1000, timeouts.idleMs / 20)),
+    // A session may end up to one interval before "last request + idle timeout": a twentieth of
+    // it (5%), at most 60 s, and at least 50 ms, so SESSION_IDLE_TIMEOUT=3 ends 2.85-3 s after the
+    // last request (a 1 s floor let it end a whole second early). docs/design.md.
+    intervalMs: Math.min(60_000, Math.max(50, timeouts.idleMs / 20)),
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });

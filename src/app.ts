@@ -28,7 +28,7 @@ import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js'
 import { createRequestObserver } from './http/observe.js';
 import { sendError } from './http/respond.js';
 import { findRoute, type Route } from './http/route-table.js';
-import { createSessionIdReader } from './http/session-cookie.js';
+import { createSessionIdReader, sessionCookieMaxAge } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { newSessionId } from './store/keys.js';
@@ -99,7 +99,10 @@ export function createApp(deps: AppDeps): Cloakroom {
   const toucher = createIdleToucher({
     store,
     timeouts,
-    intervalMs: Math.min(60_000, Math.max(1000, timeouts.idleMs / 20)),
+    // A session may end up to one interval before "last request + idle timeout": a twentieth of
+    // it (5%), at most 60 s, and at least 50 ms, so SESSION_IDLE_TIMEOUT=3 ends 2.85-3 s after the
+    // last request (a 1 s floor let it end a whole second early). docs/design.md.
+    intervalMs: Math.min(60_000, Math.max(50, timeouts.idleMs / 20)),
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });
@@ -234,7 +237,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     {
       group: 'auth',
       match: { prefix: '/auth/' },
-      handler: { kind: 'express', stack: [jsonHelmet, noStore, guard(auth.antiForgery), ...bodies, declaredSecure, sessionMiddleware, auth.router] },
+      handler: { kind: 'express', stack: [jsonHelmet, noStore, guard(auth.antiForgery), ...bodies, declaredSecure, sessionCookieMaxAge(config.cookie.name), sessionMiddleware, auth.router] },
     },
     { group: 'links', match: { prefix: '/links/' }, handler: { kind: 'express', stack: [jsonHelmet, guard(links.antiForgery), links.router] } },
   ];

@@ -53,9 +53,14 @@ export const errors = {
   notFound: () => new AppError(404, 'not_found', 'No such route.'),
   methodNotAllowed: (method: string) => new AppError(405, 'method_not_allowed', `${method} is not supported.`, { headers: { Allow: 'GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS' } }),
   invalidState: () => new AppError(400, 'invalid_state', 'This sign-in was not started here, or it was already completed. Start again.'),
+  /** Node's parser and request timer refuse these before any handler runs (http/server.ts). */
+  expectationFailed: () => new AppError(417, 'expectation_failed', 'Only Expect: 100-continue is supported.'),
+  headersTooLarge: () => new AppError(431, 'headers_too_large', 'The request line or headers are too large.'),
+  requestTimeout: (message = 'The request took too long to arrive.') =>
+    new AppError(408, 'request_timeout', message, { headers: { Connection: 'close' } }),
   payloadTooLarge: () => new AppError(413, 'payload_too_large', 'The request body is too large.'),
-  rateLimited: (retryAfterSeconds: number) =>
-    new AppError(429, 'rate_limited', 'Too many failed sign-in attempts; try again later.', {
+  rateLimited: (retryAfterSeconds: number, message = 'Too many failed sign-in attempts; try again later.') =>
+    new AppError(429, 'rate_limited', message, {
       headers: { 'Retry-After': String(retryAfterSeconds) },
     }),
   tokenUnavailable: (cause?: unknown) =>

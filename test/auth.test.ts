@@ -52,10 +52,16 @@ describe('POST /auth/login', () => {
     expect(ids[0]).not.toBe(ids[1]);
   });
 
-  it('login_with_remember_sets_a_persistent_cookie', async () => {
+  it('login_with_remember_sets_a_persistent_cookie_with_max_age_of_the_absolute_timeout', async () => {
     const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').send({ ...DEMO, remember: true });
     expect(res.status).toBe(200);
-    expect(cookieOf(res)).toMatch(/Expires=/);
+    // Default SESSION_ABSOLUTE_TIMEOUT (15 days); Max-Age, not Expires (contract).
+    expect(cookieOf(res)).toMatch(/^bff\.sid=s%3A[^;]+; Path=\/; Max-Age=1296000; HttpOnly; SameSite=Lax$/);
+  });
+
+  it('login_without_remember_sets_a_session_cookie_with_neither_max_age_nor_expires', async () => {
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').send({ ...DEMO, remember: false });
+    expect(cookieOf(res)).toMatch(/^bff\.sid=s%3A[^;]+; Path=\/; HttpOnly; SameSite=Lax$/);
   });
 
   it('login_as_form_post_works', async () => {

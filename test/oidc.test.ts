@@ -4,7 +4,8 @@
  * refresh through the provider, the provider's logout URL, and Back-Channel Logout 1.0.
  * The provider's access tokens are minted by the fake upstream, so /api works with them.
  */
-import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from '@jest/globals';
+import { createHash } from 'node:crypto';
 import request from 'supertest';
 import { startFakeOidc, type FakeOidc, type LogoutTokenOptions } from '../scripts/fake-oidc.js';
 import { freePort } from '../scripts/redis-server.js';
@@ -71,6 +72,13 @@ beforeAll(async () => {
 async function startFakeOidcFor(harness: Harness, endSession: boolean): Promise<FakeOidc> {
   return startFakeOidc({ upstream: harness.upstream, clientSecret: 'provider-secret', endSession });
 }
+
+// Sign-in starts are limited per address (30 a minute) and every test here comes from 127.0.0.1:
+// each test starts in a fresh minute, as far as the limiter knows.
+beforeEach(async () => {
+  const counts = await h.inspect.keys('cr:rl:start*');
+  if (counts.length > 0) await h.inspect.del(...counts);
+});
 
 afterAll(async () => {
   await Promise.all([idp?.close(), bareIdp?.close()]);
@@ -392,5 +400,54 @@ describe('oidc routes under hostile input', () => {
     }
     // The generator reached the redirect, the refusals and the invalid-token answers.
     expect([...statuses].sort()).toEqual(expect.arrayContaining([302, 400]));
+  });
+});
+
+describe('oidc sign-in starts are bounded', () => {
+  const attemptKeyOf = (authorize: URL) =>
+    `cr:oidc:att:${createHash('sha256').update(authorize.searchParams.get('state') ?? '').digest('base64url')}`;
+
+  it('keeps_a_pending_attempt_well_under_1_kb_in_redis_with_a_2048_character_returnTo_and_completes_to_it', async () => {
+    const returnTo = `/en/search?q=${'x'.repeat(2048 - '/en/search?q='.length)}`;
+    expect(returnTo).toHaveLength(2048);
+    const browser = request.agent(app.url);
+    const authorize = await startSignIn(browser, returnTo);
+    const key = attemptKeyOf(authorize);
+    const bytes = Number(await h.inspect.strlen(key));
+    const memory = Number(await h.inspect.call('MEMORY', 'USAGE', key));
+    expect(bytes).toBeGreaterThan(0);
+    expect(bytes).toBeLessThan(512);
+    expect(memory).toBeLessThan(700);
+    const done = await browser.get(await atProvider(authorize));
+    expect(done.status).toBe(302);
+    expect(done.headers.location).toBe(returnTo);
+  });
+
+  it('answers_invalid_state_when_the_returnTo_carried_in_state_is_swapped', async () => {
+    const browser = request.agent(app.url);
+    const authorize = await startSignIn(browser, '/mine');
+    const state = authorize.searchParams.get('state') ?? '';
+    const swapped = new URL(authorize);
+    swapped.searchParams.set('state', `${state.split('.')[0]}.${Buffer.from('/elsewhere').toString('base64url')}`);
+    const forged = await browser.get(await atProvider(swapped));
+    expect({ status: forged.status, error: forged.body.error }).toEqual({ status: 400, error: 'invalid_state' });
+    // The genuine attempt was not used up by the forgery.
+    expect((await browser.get(await atProvider(authorize))).headers.location).toBe('/mine');
+  });
+
+  it('limits_sign_in_starts_per_client_address_with_429_rate_limited_and_retry_after', async () => {
+    const first = await h.start({ ...oidcEnv(idp), TRUST_PROXY: 'loopback' });
+    const second = await h.start({ ...oidcEnv(idp), TRUST_PROXY: 'loopback' });
+    const from = (instance: Instance, address: string) => request(instance.url).get('/auth/login').set('X-Forwarded-For', address);
+    // One count in Redis for every instance: 15 starts on each make the limit.
+    for (let i = 0; i < 30; i++) expect((await from(i % 2 ? first : second, '203.0.113.7')).status).toBe(302);
+    const refused = await from(first, '203.0.113.7');
+    expect({ status: refused.status, error: refused.body.error }).toEqual({ status: 429, error: 'rate_limited' });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(60);
+    expect(refused.headers['set-cookie']).toBeUndefined();
+    expect((await from(second, '203.0.113.7')).status).toBe(429);
+    // Per address: another client behind the same proxy still starts.
+    expect((await from(second, '203.0.113.8')).status).toBe(302);
   });
 });

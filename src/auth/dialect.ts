@@ -32,15 +32,31 @@ export type SignInRefusal =
   /** The OIDC provider said no, or its answer (ID token) did not validate. */
   | { kind: 'provider_refused'; message: string };
 
+/**
+ * Upstream trouble: the contract's 502/504 (`failure`), and what went wrong (`cause`: the
+ * transport error, e.g. ECONNREFUSED, DNS or TLS, or an `unexpectedAnswer`), for the one warn line
+ * the error handler writes. Never a token or password: errors carry codes and messages only.
+ */
+export interface UpstreamFailed {
+  kind: 'failed';
+  failure: UpstreamFailure;
+  cause?: unknown;
+}
+
+/** An answer that is neither the tokens nor a refusal (5xx, garbage): its status, nothing of its body. */
+export function unexpectedAnswer(what: string, status: number): Error {
+  return Object.assign(new Error(`${what} answered HTTP ${status} without usable tokens`), { code: 'UPSTREAM_UNEXPECTED_ANSWER' });
+}
+
 export type LoginOutcome =
   | { kind: 'ok'; tokens: TokenSet; user: SessionUser }
   | { kind: 'refused'; refusal: SignInRefusal }
-  | { kind: 'failed'; failure: UpstreamFailure };
+  | UpstreamFailed;
 
 export type RedirectSignInOutcome =
   | { kind: 'ok'; tokens: TokenSet; user: SessionUser; subject: string; providerSid: string | undefined }
   | { kind: 'refused'; refusal: SignInRefusal }
-  | { kind: 'failed'; failure: UpstreamFailure };
+  | UpstreamFailed;
 
 /**
  * Sign-in by redirect to a provider (oidc): the browser leaves for the authorization URL and
@@ -60,7 +76,7 @@ export interface RedirectSignIn {
 export type RefreshOutcome =
   | { kind: 'ok'; tokens: TokenSet }
   | { kind: 'refused' }
-  | { kind: 'failed'; failure: UpstreamFailure };
+  | UpstreamFailed;
 
 /** One upstream authentication protocol: nexudus, json or oidc. */
 export interface AuthDialect {

@@ -1,5 +1,5 @@
 import { classifyUpstreamError, isRecord, readJson, type UpstreamClient } from '../upstream/client.js';
-import { positiveSeconds, type AuthDialect, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
+import { positiveSeconds, unexpectedAnswer, type AuthDialect, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
 
 /** Claims of a JWT access token, read only to name the user; never trusted for access. */
 function unverifiedClaims(token: string): Record<string, unknown> {
@@ -39,7 +39,7 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
         const { status, json } = await post(paths.loginPath, { username: credentials.email, password: credentials.password });
         if (status === 200) {
           const tokens = toTokens(json);
-          if (!tokens) return { kind: 'failed', failure: 'unavailable' };
+          if (!tokens) return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.loginPath, status) };
           const claims = unverifiedClaims(tokens.accessToken);
           const user: SessionUser = {
             id: typeof claims.sub === 'string' ? claims.sub : credentials.email,
@@ -52,9 +52,9 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
           const message = isRecord(json) && typeof json.response === 'string' ? json.response : undefined;
           return { kind: 'refused', refusal: { kind: 'wrong_credentials', message } };
         }
-        return { kind: 'failed', failure: 'unavailable' };
+        return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.loginPath, status) };
       } catch (err) {
-        return { kind: 'failed', failure: classifyUpstreamError(err) };
+        return { kind: 'failed', failure: classifyUpstreamError(err), cause: err };
       }
     },
 
@@ -63,12 +63,12 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
         const { status, json } = await post(paths.refreshPath, { refreshToken });
         if (status === 200) {
           const tokens = toTokens(json);
-          return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable' };
+          return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.refreshPath, status) };
         }
         if (status === 401) return { kind: 'refused' };
-        return { kind: 'failed', failure: 'unavailable' };
+        return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.refreshPath, status) };
       } catch (err) {
-        return { kind: 'failed', failure: classifyUpstreamError(err) };
+        return { kind: 'failed', failure: classifyUpstreamError(err), cause: err };
       }
     },
   };

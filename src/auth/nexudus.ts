@@ -1,5 +1,5 @@
 import { classifyUpstreamError, isRecord, readJson, type UpstreamClient } from '../upstream/client.js';
-import { positiveSeconds, type AuthDialect, type LoginOutcome, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
+import { positiveSeconds, unexpectedAnswer, type AuthDialect, type LoginOutcome, type RefreshOutcome, type SessionUser, type TokenSet } from './dialect.js';
 
 const FORM = 'application/x-www-form-urlencoded';
 
@@ -24,14 +24,15 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
     };
   };
 
-  const fetchUser = async (accessToken: string): Promise<SessionUser | 'failed'> => {
+  /** The user, or the status of an answer that is not one. */
+  const fetchUser = async (accessToken: string): Promise<SessionUser | number> => {
     const res = await upstream.request({
       method: 'GET',
       path: '/api/auth/me',
       headers: { accept: 'application/json', authorization: `Bearer ${accessToken}` },
     });
     const me = await readJson(res.body);
-    if (res.statusCode !== 200 || !isRecord(me)) return 'failed';
+    if (res.statusCode !== 200 || !isRecord(me)) return res.statusCode;
     // Only named profile fields are kept: the answer also carries AccessToken.
     return {
       id: String(me.Id ?? me.UniqueId ?? me.Email ?? ''),
@@ -42,7 +43,7 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
 
   const completeLogin = async (tokens: TokenSet): Promise<LoginOutcome> => {
     const user = await fetchUser(tokens.accessToken);
-    if (user === 'failed') return { kind: 'failed', failure: 'unavailable' };
+    if (typeof user === 'number') return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/auth/me', user) };
     return { kind: 'ok', tokens, user };
   };
 
@@ -54,7 +55,7 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
         const { status, json } = await tokenRequest(form, clientId);
         if (status === 200) {
           const tokens = toTokens(json);
-          return tokens ? await completeLogin(tokens) : { kind: 'failed', failure: 'unavailable' };
+          return tokens ? await completeLogin(tokens) : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
         }
         if (status >= 400 && status < 500 && isRecord(json)) {
           const description = typeof json.error_description === 'string' ? json.error_description : undefined;
@@ -67,9 +68,9 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
               return { kind: 'refused', refusal: { kind: 'must_reset_password', resetToken: description ?? null } };
           }
         }
-        return { kind: 'failed', failure: 'unavailable' };
+        return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
       } catch (err) {
-        return { kind: 'failed', failure: classifyUpstreamError(err) };
+        return { kind: 'failed', failure: classifyUpstreamError(err), cause: err };
       }
     },
 
@@ -79,15 +80,15 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
         const { status, json } = await tokenRequest(form, clientId);
         if (status === 200) {
           const tokens = toTokens(json);
-          return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable' };
+          return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
         }
         // Like oauth2-proxy: only a refusal of the grant or the client ends the session.
         if (status === 400 || status === 401) {
           if (isRecord(json) && (json.error === 'invalid_grant' || json.error === 'invalid_client')) return { kind: 'refused' };
         }
-        return { kind: 'failed', failure: 'unavailable' };
+        return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
       } catch (err) {
-        return { kind: 'failed', failure: classifyUpstreamError(err) };
+        return { kind: 'failed', failure: classifyUpstreamError(err), cause: err };
       }
     },
 
@@ -110,9 +111,9 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
         if (res.statusCode >= 400 && res.statusCode < 500) {
           return { kind: 'refused', refusal: { kind: 'link_invalid' } };
         }
-        return { kind: 'failed', failure: 'unavailable' };
+        return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/sys/users/exchange', res.statusCode) };
       } catch (err) {
-        return { kind: 'failed', failure: classifyUpstreamError(err) };
+        return { kind: 'failed', failure: classifyUpstreamError(err), cause: err };
       }
     },
   };

@@ -98,7 +98,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       try {
         c = await discovered();
       } catch (err) {
-        return { kind: 'failed', failure: failureOf(err) };
+        return { kind: 'failed', failure: failureOf(err), cause: err };
       }
       const current = new URL(cfg.redirectUri);
       current.search = callbackQuery;
@@ -113,7 +113,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       } catch (err) {
         // An ID token that fails validation (signature, nonce, audience) is a refused sign-in too.
         const refusal = refusalOf(err);
-        return refusal ? { kind: 'refused', refusal } : { kind: 'failed', failure: failureOf(err) };
+        return refusal ? { kind: 'refused', refusal } : { kind: 'failed', failure: failureOf(err), cause: err };
       }
       const claims = tokens.claims();
       if (!claims) return { kind: 'refused', refusal: { kind: 'provider_refused', message: 'The provider sent no ID token.' } };
@@ -126,7 +126,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
           name ??= typeof info.name === 'string' ? info.name : null;
         } catch (err) {
           // A userinfo refusal leaves the claims as the ID token had them; trouble is trouble.
-          if (!refusalOf(err)) return { kind: 'failed', failure: failureOf(err) };
+          if (!refusalOf(err)) return { kind: 'failed', failure: failureOf(err), cause: err };
         }
       }
       return {
@@ -180,7 +180,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       } catch (err) {
         // Like the other modes: only a refused grant or client ends the session.
         if (err instanceof client.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'invalid_client')) return { kind: 'refused' };
-        return { kind: 'failed', failure: failureOf(err) };
+        return { kind: 'failed', failure: failureOf(err), cause: err };
       }
     },
   };

@@ -12,7 +12,9 @@ export interface AntiForgeryOptions {
 /**
  * Who calls a group of routes, and so what shows a call was not forged:
  * - `always`: the SPA's scripts (the proxy): `X-CSRF: 1` on every method, Origin on unsafe ones;
- * - `unsafe-methods`: scripts and forms (/auth): `X-CSRF: 1` on all but GET/HEAD, Origin on unsafe ones;
+ * - `unsafe-methods`: scripts and forms (/auth): `X-CSRF: 1` on all but GET, Origin on unsafe ones. HEAD
+ *   needs it too (contract): Express answers HEAD with the GET handler, so a HEAD /auth/exchange
+ *   would otherwise make a session from a cross-site request nobody sees the answer of;
  * - `navigation`: plain `<a href>` navigations (/links, probes): nothing to check;
  * - `provider-called`: server to server (back-channel logout): the call proves itself with a signed token.
  */
@@ -34,7 +36,7 @@ export function createAntiForgeryCheck(opts: AntiForgeryOptions): AntiForgeryChe
    */
   return function checkAntiForgery(req: IncomingMessage, rule: AntiForgeryRule): AppError | null {
     if (rule === 'navigation' || rule === 'provider-called') return null;
-    const requireHeader = rule === 'always' || (req.method !== 'GET' && req.method !== 'HEAD');
+    const requireHeader = rule === 'always' || req.method !== 'GET';
     if (requireHeader && req.headers['x-csrf'] !== '1') return errors.csrfRequired();
     const origin = req.headers.origin;
     if (origin !== undefined && !SAFE_METHODS.has(req.method ?? 'GET')) {

@@ -86,7 +86,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
     const outcome = await login(credentials, clientId);
     if (outcome.kind === 'failed') {
       await deps.throttle.release(credentials.email, address);
-      throw failureToError(outcome.failure);
+      throw failureToError(outcome.failure, outcome.cause);
     }
     if (outcome.kind === 'refused') {
       // The reserved attempt stays counted, except for a password that was right (must reset).
@@ -139,7 +139,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
     if (typeof query.t !== 'string' || query.t === '' || query.t.length > 8192) throw errors.invalidRequest('t must be the sign-in token.');
     const clientId = randomUUID();
     const outcome = await deps.dialect.exchange(query.t, clientId);
-    if (outcome.kind === 'failed') throw failureToError(outcome.failure);
+    if (outcome.kind === 'failed') throw failureToError(outcome.failure, outcome.cause);
     if (outcome.kind === 'refused') throw refusalError(outcome.refusal);
     await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: false });
     res.status(302).set('Location', escapeUrlUnsafeChars(target.path)).end();

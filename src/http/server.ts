@@ -1,14 +1,22 @@
-import { createServer, ServerResponse, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer, ServerResponse, STATUS_CODES, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { errors, type AppError } from '../errors.js';
 import { sendJson } from './respond.js';
 
 /** Request line plus headers; larger gets 431 (Node's default is 16 KiB too, stated here on purpose). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
-function rawJsonResponse(status: number, reason: string, code: string, message: string): string {
-  const body = JSON.stringify({ error: code, message });
-  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+/** An answer written straight to the socket (no ServerResponse exists yet): the catalogue's error, then close. */
+function rawErrorResponse(e: AppError): string {
+  const body = JSON.stringify({ error: e.code, message: e.message });
+  const extra = Object.entries(e.headers).filter(([name]) => name.toLowerCase() !== 'connection').map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  return `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}Connection: close\r\n\r\n${body}`;
+}
+
+/** A catalogue error through a ServerResponse (the contract's body and headers). */
+function answer(res: Parameters<RequestListener>[1], e: AppError, headers: Record<string, string> = {}): void {
+  sendJson(res, e.status, { error: e.code, message: e.message }, { ...e.headers, ...headers });
 }
 
 /**
@@ -31,7 +39,7 @@ function serveWithoutUpgrade(req: IncomingMessage, socket: Duplex, handler: Requ
   const te = req.headers['transfer-encoding'];
   const length = req.headers['content-length'];
   if (te !== undefined || (length !== undefined && length !== '0')) {
-    socket.end(rawJsonResponse(400, 'Bad Request', 'invalid_request', 'An upgrade request may not carry a body.'));
+    socket.end(rawErrorResponse(errors.invalidRequest('An upgrade request may not carry a body.')));
     return;
   }
   const res = new ServerResponse(req);
@@ -48,20 +56,20 @@ export function createCloakroomServer(handler: RequestListener, upgrade?: Upgrad
   // Node answers a missing Host and an unknown Expect itself, with an empty body: ours are JSON.
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000, requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
-      sendJson(res, 400, { error: 'invalid_request', message: 'The Host header is required.' }, { connection: 'close' });
+      answer(res, errors.invalidRequest('The Host header is required.'), { connection: 'close' });
       return;
     }
     handler(req, res);
   });
   server.keepAliveTimeout = 65_000;
   server.on('checkExpectation', (_req, res) => {
-    sendJson(res, 417, { error: 'expectation_failed', message: 'Only Expect: 100-continue is supported.' });
+    answer(res, errors.expectationFailed());
   });
   // Without a listener Node drops CONNECT without a word; this is no forward proxy.
   server.on('connect', (_req, socket: Duplex) => {
     // Node has taken its own error listener off this socket: a reset must not become an uncaught error.
     socket.on('error', () => socket.destroy());
-    socket.end(rawJsonResponse(405, 'Method Not Allowed', 'method_not_allowed', 'CONNECT is not supported.'));
+    socket.end(rawErrorResponse(errors.methodNotAllowed('CONNECT')));
   });
   if (upgrade) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -75,13 +83,13 @@ export function createCloakroomServer(handler: RequestListener, upgrade?: Upgrad
       socket.destroy();
       return;
     }
-    const response =
+    const refusal =
       err.code === 'HPE_HEADER_OVERFLOW'
-        ? rawJsonResponse(431, 'Request Header Fields Too Large', 'headers_too_large', 'The request line or headers are too large.')
+        ? errors.headersTooLarge()
         : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-          ? rawJsonResponse(408, 'Request Timeout', 'request_timeout', 'The request took too long to arrive.')
-          : rawJsonResponse(400, 'Bad Request', 'invalid_request', 'The request is malformed.');
-    socket.end(response);
+          ? errors.requestTimeout()
+          : errors.invalidRequest('The request is malformed.');
+    socket.end(rawErrorResponse(refusal));
   });
   return server;
 }

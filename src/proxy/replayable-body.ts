@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
-import { AppError, errors } from '../errors.js';
+import { errors } from '../errors.js';
 
 /** Bodies up to this size are kept so a request can be replayed after a refresh (contract: 1 MiB). */
 export const REPLAY_LIMIT = 1 << 20;
@@ -14,9 +14,7 @@ export const BODY_IDLE_TIMEOUT_MS = 15_000;
 /** `buffer` can be sent twice (replay after a refresh); `stream` only once. */
 export type RequestBody = { kind: 'none' } | { kind: 'buffer'; data: Buffer } | { kind: 'stream'; data: Readable };
 
-// Not in the catalogue: server.ts answers the same code for Node's own request timeout.
-const bodyIdle = () =>
-  new AppError(408, 'request_timeout', 'The request body stopped arriving.', { headers: { Connection: 'close' } });
+const bodyIdle = () => errors.requestTimeout('The request body stopped arriving.');
 
 /**
  * The body of a streamed request, with the same idle bound: the browser's connection is cut

@@ -4,7 +4,8 @@ import { RateLimiterMemory, RateLimiterRedis } from 'rate-limiter-flexible';
 import type { ThrottleBackend } from '../core/login-throttle.js';
 import type { SessionTimeouts } from '../core/session-lifecycle.js';
 import { createMemoryTokenStore } from './memory-token-store.js';
-import { createMemoryOidcStore, createRedisOidcStore, type OidcStore } from './oidc-store.js';
+import { THROTTLE_PREFIXES } from './keys.js';
+import { createMemoryOidcStore, createRedisOidcStore, SIGN_IN_STARTS, type OidcStore } from './oidc-store.js';
 import type { RedisClient } from './redis-client.js';
 import { createRedisGuard } from './redis-guard.js';
 import { createRedisTokenStore } from './redis-token-store.js';
@@ -38,13 +39,14 @@ export function createBackends(deps: {
   hasReplicas?: (() => boolean) | undefined;
 }): Backends {
   const { redis, clock } = deps;
+  const signInStarts = { keyPrefix: THROTTLE_PREFIXES.signInStart, points: SIGN_IN_STARTS.points, duration: SIGN_IN_STARTS.durationSeconds };
   if (!redis) {
     // The in-process limiter cannot fail as a store does; the guard only keeps one error type.
     const guard = createRedisGuard();
     return {
       tokens: createMemoryTokenStore(clock),
       sessionRecords: new session.MemoryStore(),
-      oidc: createMemoryOidcStore(clock),
+      oidc: createMemoryOidcStore(clock, new RateLimiterMemory(signInStarts)),
       throttle: { guard, limiter: (opts) => new RateLimiterMemory(opts) },
       close: () => undefined,
     };
@@ -57,7 +59,7 @@ export function createBackends(deps: {
   return {
     tokens: tracked ?? redisTokens,
     sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard }),
-    oidc: createRedisOidcStore(redis, guard),
+    oidc: createRedisOidcStore(redis, guard, new RateLimiterRedis({ storeClient: redis, ...signInStarts })),
     throttle: { guard, limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
     close: () => tracked?.close(),
   };

@@ -13,8 +13,8 @@ const LOCK_PREFIX = 'cr:lock:';
 const MEDIA_PREFIX = 'cr:media:';
 /** OIDC sign-ins in flight and Back-Channel Logout indexes (digests, not the provider's values). */
 export const OIDC_PREFIXES = { attempt: 'cr:oidc:att:', providerSid: 'cr:oidc:sid:', subject: 'cr:oidc:sub:' } as const;
-/** Failed sign-in counts (rate-limiter-flexible's keyPrefix). */
-export const THROTTLE_PREFIXES = { email: 'cr:rl:email', address: 'cr:rl:addr' } as const;
+/** Failed sign-in counts, and OIDC sign-in starts per address (rate-limiter-flexible's keyPrefix). */
+export const THROTTLE_PREFIXES = { email: 'cr:rl:email', address: 'cr:rl:addr', signInStart: 'cr:rl:start' } as const;
 
 export const sessionKeys = (sid: string) => ({
   record: `${SESSION_PREFIX}${sid}`,

@@ -24,9 +24,9 @@ import { createOpsRoutes } from './http/ops-routes.js';
 import { createApiProxy } from './http/proxy.js';
 import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
 import { createForwarding } from './proxy/forwarding.js';
-import { createRequestObserver } from './http/observe.js';
+import { createRequestObserver, noteUpstreamSeconds, requestIdOf } from './http/observe.js';
 import { sendError } from './http/respond.js';
-import { findRoute, type Route } from './http/route-table.js';
+import { findRoute, routeLabel, type Route } from './http/route-table.js';
 import { createSessionIdReader } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -34,6 +34,7 @@ import { newSessionId } from './store/keys.js';
 import { createBackends } from './store/backends.js';
 import type { RedisClient } from './store/redis-client.js';
 import type { TokenStore } from './store/token-store.js';
+import { activeTracing, type Tracing } from './tracing.js';
 import { createUpstreamClient, type UpstreamClient } from './upstream/client.js';
 
 export interface AppDeps {
@@ -46,6 +47,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Whether the Redis primary has replicas to acknowledge rotated tokens (WAIT 1). */
   hasReplicas?: () => boolean;
+  /** Tracing (src/tracing.ts); default: the one started in this process, if any. */
+  tracing?: Tracing;
 }
 
 export interface Cloakroom {
@@ -80,6 +83,10 @@ export function createApp(deps: AppDeps): Cloakroom {
   const { config, logger } = deps;
   const clock = deps.clock ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
+  const tracing = deps.tracing ?? activeTracing();
+  // Connection failures count too (part `connection`): a dead Redis shows even without traffic.
+  const onRedisConnectionError = () => metrics.redisErrors.inc({ part: 'connection' });
+  deps.redis?.on('error', onRedisConnectionError);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
   const sealer = createTokenSealer(config.tokenKeys);
@@ -88,7 +95,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     redis: deps.redis,
     clock,
     timeouts,
-    onRedisError: () => metrics.redisErrors.inc(),
+    onRedisError: (part) => metrics.redisErrors.inc({ part }),
+    storeSpan: tracing ? (operation) => tracing.span('session store', operation) : undefined,
     hasReplicas: deps.hasReplicas,
   });
   const store = backends.tokens;
@@ -110,6 +118,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     leaseMs: config.upstreamTimeoutMs * 2 + 5000,
     onRefresh: (outcome) => metrics.refreshes.inc({ outcome }),
     onLockError: (err) => logger.warn({ err }, 'refresh lock release failed'),
+    onLockWait: (seconds) => metrics.refreshLockWait.observe(seconds),
+    ...(tracing ? { span: <T>(run: () => Promise<T>) => tracing.span('token refresh', run) } : {}),
   });
   const readSessionId = createSessionIdReader(config.cookie.name, config.sessionSecrets);
   let shuttingDown = false;
@@ -129,8 +139,13 @@ export function createApp(deps: AppDeps): Cloakroom {
     readSessionId,
     forbiddenPaths: credentialApiPaths(config),
     forwarding: createForwarding(trustFn, ownOrigin),
-    observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
-    onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
+    observeUpstream: (s, req) => {
+      metrics.upstreamLatency.observe({ kind: 'api' }, s);
+      noteUpstreamSeconds(req, s);
+    },
+    onStreamError: (err, req) => logger.warn({ err, requestId: requestIdOf(req) }, 'upstream body failed mid-stream'),
+    requestId: requestIdOf,
+    tracing,
   });
 
   const sessionMiddleware = session({
@@ -224,11 +239,8 @@ export function createApp(deps: AppDeps): Cloakroom {
   app.use(jsonHelmet, (_req: Request, _res: Response, next: NextFunction) => next(errors.notFound()));
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(req, res, err, logger));
 
-  const observe = createRequestObserver({ logger, metrics });
-  const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
-    const url = req.url ?? '/';
-    const route = findRoute(routes, url);
-    observe(req, res, url, route);
+  const observe = createRequestObserver({ logger, metrics, accessLog: config.accessLog });
+  const answerRequest = (req: IncomingMessage, res: ServerResponse, route: Route<RouteAnswer> | undefined): void => {
     const answer = route?.handler;
     if (answer?.kind === 'raw') {
       const err = checkAntiForgery(req, answer.antiForgery);
@@ -237,6 +249,13 @@ export function createApp(deps: AppDeps): Cloakroom {
       return;
     }
     app(req, res);
+  };
+  const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    const route = findRoute(routes, url);
+    observe(req, res, url, route);
+    if (tracing) tracing.traceRequest(req, res, `${req.method ?? 'GET'} ${routeLabel(route, url)}`, () => answerRequest(req, res, route));
+    else answerRequest(req, res, route);
   };
 
   return {
@@ -249,6 +268,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     },
     close: async () => {
       shuttingDown = true;
+      deps.redis?.off('error', onRedisConnectionError);
       backends.close();
       await upstream.close().catch(() => undefined);
     },

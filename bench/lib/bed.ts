@@ -10,7 +10,8 @@ import { startRedis, startServer, type RedisServer, type ServerChild } from './p
 import { RedisProbe } from './redis-stats.js';
 
 export const SESSION_SECRET = 'bench-session-secret-0123456789-abcdefghijklmnop';
-export const TOKEN_KEY = Buffer.alloc(32, 11).toString('base64');
+// Not one repeated byte: production config refuses such a key (NODE_ENV=production below).
+export const TOKEN_KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64');
 export const DEMO = { email: 'demo@example.com', password: 'demo-password' };
 export const BODY = oneKilobyteJson();
 

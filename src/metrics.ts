@@ -11,13 +11,14 @@ const LOCK_WAIT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
  * cache's connection failed a setup or health command; `connection`: a client reported a connection
  * error.
  */
-export type RedisPart = 'tokens' | 'sessions' | 'oidc' | 'throttle' | 'tracking' | 'connection';
+export const REDIS_PARTS = ['tokens', 'sessions', 'oidc', 'throttle', 'tracking', 'connection'] as const;
+export type RedisPart = (typeof REDIS_PARTS)[number];
 
 /** One registry per app instance, so two instances in one test process do not collide. */
 export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
-  return {
+  const metrics = {
     registry,
     requests: new Counter({
       name: 'cloakroom_http_requests_total',
@@ -75,6 +76,11 @@ export function createMetrics(opts: { defaultMetrics?: boolean } = {}) {
       registers: [registry],
     }),
   };
+  // Every series of a fixed label set exists from the start at 0: rate() and alerts see a
+  // failure's first count as an increase, and a scrape shows what could be counted.
+  for (const part of REDIS_PARTS) metrics.redisErrors.inc({ part }, 0);
+  for (const outcome of ['ok', 'refused', 'failed'] as const) metrics.refreshes.inc({ outcome }, 0);
+  return metrics;
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -78,6 +78,8 @@ describe('tracing', () => {
     const found = await traceSpans(TRACE_ID, 2);
     const server = found.find((s) => s.name === 'GET /api/*');
     const upstream = found.find((s) => s.name === 'upstream GET');
+    // One request, one server span in the trace.
+    expect(found.filter((s) => s.kind === 2)).toHaveLength(1);
     expect(server?.parentSpanId).toBe(BROWSER_SPAN);
     expect(upstream?.parentSpanId).toBe(server?.spanId);
     // What upstream got names the upstream span as its parent.

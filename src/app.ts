@@ -25,9 +25,9 @@ import { createApiProxy } from './http/proxy.js';
 import { createClientScriptRoute, createStaticRoutes } from './http/static-routes.js';
 import { createForwarding } from './proxy/forwarding.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
-import { createRequestObserver } from './http/observe.js';
+import { createRequestObserver, noteUpstreamSeconds, requestIdOf } from './http/observe.js';
 import { sendError } from './http/respond.js';
-import { findRoute, type Route } from './http/route-table.js';
+import { findRoute, routeLabel, type Route } from './http/route-table.js';
 import { createSessionIdReader, sessionCookieMaxAge } from './http/session-cookie.js';
 import type { Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -35,6 +35,7 @@ import { newSessionId } from './store/keys.js';
 import { createBackends } from './store/backends.js';
 import type { RedisClient } from './store/redis-client.js';
 import type { TokenStore } from './store/token-store.js';
+import { activeTracing, type Tracing } from './tracing.js';
 import { createUpstreamClient, type UpstreamClient } from './upstream/client.js';
 
 export interface AppDeps {
@@ -47,6 +48,8 @@ export interface AppDeps {
   metrics?: Metrics;
   /** Whether the Redis primary has replicas to acknowledge rotated tokens (WAIT 1). */
   hasReplicas?: () => boolean;
+  /** Tracing (src/tracing.ts); default: the one started in this process, if any. */
+  tracing?: Tracing;
 }
 
 export interface Cloakroom {
@@ -83,6 +86,10 @@ export function createApp(deps: AppDeps): Cloakroom {
   const { config, logger } = deps;
   const clock = deps.clock ?? Date.now;
   const metrics = deps.metrics ?? createMetrics();
+  const tracing = deps.tracing ?? activeTracing();
+  // Connection failures count too (part `connection`): a dead Redis shows even without traffic.
+  const onRedisConnectionError = () => metrics.redisErrors.inc({ part: 'connection' });
+  deps.redis?.on('error', onRedisConnectionError);
   const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
   const dialect = createDialect(config, upstream);
   const sealer = createTokenSealer(config.tokenKeys);
@@ -91,7 +98,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     redis: deps.redis,
     clock,
     timeouts,
-    onRedisError: () => metrics.redisErrors.inc(),
+    onRedisError: (part) => metrics.redisErrors.inc({ part }),
+    storeSpan: tracing ? (operation) => tracing.span('session store', operation) : undefined,
     hasReplicas: deps.hasReplicas,
   });
   const store = backends.tokens;
@@ -116,6 +124,8 @@ export function createApp(deps: AppDeps): Cloakroom {
     leaseMs: config.upstreamTimeoutMs * 2 + 5000,
     onRefresh: (outcome) => metrics.refreshes.inc({ outcome }),
     onLockError: (err) => logger.warn({ err }, 'refresh lock release failed'),
+    onLockWait: (seconds) => metrics.refreshLockWait.observe(seconds),
+    ...(tracing ? { span: <T>(run: () => Promise<T>) => tracing.span('token refresh', run) } : {}),
   });
   const readSessionId = createSessionIdReader(config.cookie.name, config.sessionSecrets);
   let shuttingDown = false;
@@ -136,8 +146,13 @@ export function createApp(deps: AppDeps): Cloakroom {
     readSessionId,
     forbiddenPaths,
     forwarding: createForwarding(trustFn, ownOrigin),
-    observeUpstream: (s) => metrics.upstreamLatency.observe({ kind: 'api' }, s),
-    onStreamError: (err) => logger.warn({ err }, 'upstream body failed mid-stream'),
+    observeUpstream: (s, req) => {
+      metrics.upstreamLatency.observe({ kind: 'api' }, s);
+      noteUpstreamSeconds(req, s);
+    },
+    onStreamError: (err, req) => logger.warn({ err, requestId: requestIdOf(req) }, 'upstream body failed mid-stream'),
+    requestId: requestIdOf,
+    tracing,
   });
 
   // WebSockets on /api/*: same session, tokens and path rules as the HTTP proxy (src/proxy/websocket.ts).
@@ -254,11 +269,8 @@ export function createApp(deps: AppDeps): Cloakroom {
   app.use(jsonHelmet, (_req: Request, _res: Response, next: NextFunction) => next(errors.notFound()));
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => sendError(req, res, err, logger));
 
-  const observe = createRequestObserver({ logger, metrics });
-  const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
-    const url = req.url ?? '/';
-    const route = findRoute(routes, url);
-    observe(req, res, url, route);
+  const observe = createRequestObserver({ logger, metrics, accessLog: config.accessLog });
+  const answerRequest = (req: IncomingMessage, res: ServerResponse, route: Route<RouteAnswer> | undefined): void => {
     const answer = route?.handler;
     if (answer?.kind === 'raw') {
       const err = checkAntiForgery(req, answer.antiForgery);
@@ -267,6 +279,13 @@ export function createApp(deps: AppDeps): Cloakroom {
       return;
     }
     app(req, res);
+  };
+  const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    const route = findRoute(routes, url);
+    observe(req, res, url, route);
+    if (tracing) tracing.traceRequest(req, res, `${req.method ?? 'GET'} ${routeLabel(route, url)}`, () => answerRequest(req, res, route));
+    else answerRequest(req, res, route);
   };
 
   return {
@@ -281,6 +300,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     close: async () => {
       shuttingDown = true;
       await websockets.closeAll(1001);
+      deps.redis?.off('error', onRedisConnectionError);
       backends.close();
       await upstream.close().catch(() => undefined);
     },

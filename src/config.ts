@@ -51,6 +51,10 @@ export interface Config {
   trustProxy: boolean | number | string;
   upstreamTimeoutMs: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** ACCESS_LOG: one info line per answered request. */
+  accessLog: boolean;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT: traces are exported there (src/tracing.ts); absent, tracing is not loaded. */
+  otlpEndpoint?: string;
   loginMaxFailures: number;
   staticDir?: string;
   /** CONTENT_SECURITY_POLICY: replaces the SPA pages' default policy (STATIC_DIR). */
@@ -212,6 +216,8 @@ const schema = z.object({
     .default('false'),
   UPSTREAM_TIMEOUT: intIn(1, 600).default(30),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ACCESS_LOG: bool.optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: httpUrl.optional(),
   LOGIN_MAX_FAILURES: intIn(1, 100_000).default(10),
   STATIC_DIR: z.string().min(1).refine(isReadableFolder, 'must be a readable folder (the SPA\'s built files)').optional(),
   CONTENT_SECURITY_POLICY: z.string().trim().min(1).refine((v) => !/[\r\n]/.test(v), 'must be one line (a header value)').optional(),
@@ -400,6 +406,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     trustProxy: parseTrustProxy(e.TRUST_PROXY),
     upstreamTimeoutMs: e.UPSTREAM_TIMEOUT * 1000,
     logLevel: e.LOG_LEVEL,
+    accessLog: e.ACCESS_LOG ?? true,
+    ...(e.OTEL_EXPORTER_OTLP_ENDPOINT ? { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT } : {}),
     loginMaxFailures: e.LOGIN_MAX_FAILURES,
     ...(e.STATIC_DIR ? { staticDir: e.STATIC_DIR } : {}),
     ...(e.CONTENT_SECURITY_POLICY ? { contentSecurityPolicy: e.CONTENT_SECURITY_POLICY } : {}),

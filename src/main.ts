@@ -7,6 +7,8 @@ import { createCloakroomServer } from './http/server.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetrics } from './metrics.js';
+import { requestIdOf } from './http/observe.js';
+import { startTracing } from './tracing.js';
 import { Redis } from 'ioredis';
 import { createRedisClient, reviveWhenEnded, waitForReady, type RedisClient } from './store/redis-client.js';
 
@@ -53,7 +55,10 @@ async function main(): Promise<void> {
     if (config.redis.kind === 'url') hasReplicas = await countReplicas(redis).then((n) => n > 0, () => false);
   }
 
-  const cloakroom = createApp({ config, logger, redis, metrics: createMetrics({ defaultMetrics: true }), hasReplicas: () => hasReplicas });
+  // Only with an endpoint is the OpenTelemetry SDK even imported (src/tracing.ts).
+  const tracing = config.otlpEndpoint ? await startTracing() : undefined;
+  if (tracing) logger.info({ endpoint: config.otlpEndpoint }, 'tracing: spans are exported over OTLP/HTTP');
+  const cloakroom = createApp({ config, logger, redis, metrics: createMetrics({ defaultMetrics: true }), hasReplicas: () => hasReplicas, ...(tracing ? { tracing } : {}) });
   const metricsServer = config.metricsPort !== undefined ? createMetricsServer(cloakroom.metrics.registry) : null;
   // With METRICS_PORT the public port must not show the metrics: answer it like any unknown path.
   const server = createCloakroomServer(metricsServer ? withoutMetricsRoute(cloakroom.handler) : cloakroom.handler, cloakroom.websockets.handleUpgrade);
@@ -87,6 +92,8 @@ async function main(): Promise<void> {
         metricsServer?.close();
         revival?.stop();
         if (redis) await redis.quit().catch(() => redis.disconnect());
+        // The last spans are sent before the exit; an unreachable collector does not hold it up.
+        await tracing?.shutdown().catch(() => undefined);
         logger.info({ ms: Date.now() - started }, 'stopped');
         logger.flush();
         process.exit(0);
@@ -123,7 +130,7 @@ function listenOrExit(server: Server, variable: string, port: number, host: stri
 
 function withoutMetricsRoute(handler: RequestListener): RequestListener {
   return (req, res) => {
-    if (pathOf(req.url) === '/metrics') return sendJson(res, 404, { error: 'not_found', message: 'No such route.' });
+    if (pathOf(req.url) === '/metrics') return sendJson(res, 404, { error: 'not_found', message: 'No such route.' }, { 'x-request-id': requestIdOf(req) });
     handler(req, res);
   };
 }
@@ -131,6 +138,7 @@ function withoutMetricsRoute(handler: RequestListener): RequestListener {
 /** `/metrics` alone, on its own port (METRICS_PORT), for a scraper on a private network. */
 function createMetricsServer(registry: Registry): Server {
   return createServer((req, res) => {
+    res.setHeader('x-request-id', requestIdOf(req));
     if (pathOf(req.url) !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
       sendJson(res, 404, { error: 'not_found', message: 'No such route.' });
       return;

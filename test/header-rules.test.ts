@@ -43,7 +43,6 @@ const notForwarded: [string, string, string][] = [
 const forwarded: [string, string, string][] = [
   ['accept', 'accept', 'application/json'],
   ['content-type', 'content-type', 'application/json; charset=utf-8'],
-  ['the request id', 'x-request-id', 'kept-123'],
   ['a trace context', 'traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'],
   ['an application header', 'x-tenant', 'coworking-1'],
   ['accept-language', 'accept-language', 'de-CH'],
@@ -71,6 +70,30 @@ describe('request headers to forward', () => {
     expect(forward({})['x-forwarded-for']).toBe('203.0.113.7');
   });
 
+  it('sends_the_request_id_cloakroom_chose_never_the_browser_header_as_such', () => {
+    expect(forward({ 'x-request-id': 'from browser\r\nx: y' })).not.toHaveProperty('x-request-id');
+    const out = requestHeadersToForward({ 'x-request-id': 'other' }, { accessToken: TOKEN, streamedBody: false, forwarded: FORWARDED, requestId: 'chosen-1' });
+    expect(out['x-request-id']).toBe('chosen-1');
+  });
+
+  it.each([
+    ['not the W3C form', 'garbage'],
+    ['upper-case hex', '00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01'],
+    ['an all-zero trace id', '00-00000000000000000000000000000000-b7ad6b7169203331-01'],
+    ['an unknown version', 'ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'],
+  ])('a_traceparent_that_is_%s_is_not_forwarded', (_why, value) => {
+    expect(forward({ traceparent: value })).not.toHaveProperty('traceparent');
+  });
+
+  it('with_tracing_on_the_browser_trace_context_is_left_to_the_tracer', () => {
+    const out = requestHeadersToForward(
+      { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', tracestate: 'a=b' },
+      { accessToken: TOKEN, streamedBody: false, forwarded: FORWARDED, tracing: true },
+    );
+    expect(out).not.toHaveProperty('traceparent');
+    expect(out).not.toHaveProperty('tracestate');
+  });
+
   it('adds the session bearer whatever the browser sent', () => {
     expect(forward({}).authorization).toBe(`Bearer ${TOKEN}`);
     expect(forward({ authorization: 'Bearer at_someone-else' }).authorization).toBe(`Bearer ${TOKEN}`);
@@ -96,6 +119,7 @@ describe('request headers to forward', () => {
 const notReturned: [string, string, string | string[]][] = [
   ['upstream set-cookie', 'set-cookie', ['sid=upstream; Path=/']],
   ['upstream set-cookie2', 'set-cookie2', 'sid=upstream'],
+  ['an upstream request id (the browser gets its own)', 'x-request-id', 'upstream-42'],
   ['hop-by-hop connection', 'connection', 'keep-alive'],
   ['hop-by-hop keep-alive', 'keep-alive', 'timeout=5'],
   ['hop-by-hop transfer-encoding', 'transfer-encoding', 'chunked'],

@@ -10,7 +10,8 @@ import { startRedis, startServer, type RedisServer, type ServerChild } from './p
 import { RedisProbe } from './redis-stats.js';
 
 export const SESSION_SECRET = 'bench-session-secret-0123456789-abcdefghijklmnop';
-export const TOKEN_KEY = Buffer.alloc(32, 11).toString('base64');
+// Not one repeated byte: production config refuses such a key (NODE_ENV=production below).
+export const TOKEN_KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64');
 export const DEMO = { email: 'demo@example.com', password: 'demo-password' };
 export const BODY = oneKilobyteJson();
 
@@ -81,7 +82,7 @@ export async function stopBed(bed: Bed): Promise<void> {
 
 export async function startTargets(bed: Bed, which: readonly string[], execArgv: Record<string, string[]> = {}): Promise<BenchTarget[]> {
   const bearer = await bed.upstream.control<string>('bearer');
-  const known = ['upstream', 'bare-proxy', 'cloakroom', 'cloakroom-memory', 'cloakroom-autopipeline', 'reference-bff'];
+  const known = ['upstream', 'bare-proxy', 'cloakroom', 'cloakroom-memory', 'cloakroom-autopipeline', 'cloakroom-access-log', 'cloakroom-traced', 'reference-bff'];
   const unknown = which.filter((n) => !known.includes(n));
   if (unknown.length > 0) throw new Error(`unknown target(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
   const targets: BenchTarget[] = [];
@@ -103,6 +104,15 @@ export async function startTargets(bed: Bed, which: readonly string[], execArgv:
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
     } else if (name === 'cloakroom-autopipeline') {
       const child = await startServer(name, 'cloakroom', { ...cloakroomEnv(bed), BENCH_AUTOPIPELINE: '1' }, argv);
+      bed.children.push(child);
+      targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
+    } else if (name === 'cloakroom-access-log' || name === 'cloakroom-traced') {
+      // A/B runs of the observability costs (docs/performance.md): `cloakroom` runs at LOG_LEVEL=warn
+      // without tracing; these log an access line per request at info, and in addition trace
+      // every request, exporting to the upstream process (which answers the posts 404: the spans are
+      // still made, serialized and sent).
+      const extra: Record<string, string> = name === 'cloakroom-access-log' ? { LOG_LEVEL: 'info' } : { OTEL_EXPORTER_OTLP_ENDPOINT: bed.upstream.url };
+      const child = await startServer(name, 'cloakroom', cloakroomEnv(bed, extra), argv);
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
     } else if (name === 'reference-bff') {

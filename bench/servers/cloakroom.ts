@@ -7,6 +7,7 @@ import { createServer } from 'node:http';
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
+import { startTracing } from '../../src/tracing.js';
 import { Redis } from 'ioredis';
 import { createRedisClient, failFastOptions, reviveWhenEnded, waitForReady } from '../../src/store/redis-client.js';
 import { runChild } from './child.js';
@@ -28,7 +29,11 @@ if (redis) {
   await waitForReady(redis, 10_000);
 }
 
-const cloakroom = createApp({ config, logger, redis, hasReplicas: () => false });
+// As src/main.ts: the SDK is imported only with an endpoint (the `cloakroom-traced` target). The
+// exporter reads the endpoint from the process environment, as it does in production.
+if (config.otlpEndpoint) process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] = config.otlpEndpoint;
+const tracing = config.otlpEndpoint ? await startTracing() : undefined;
+const cloakroom = createApp({ config, logger, redis, hasReplicas: () => false, ...(tracing ? { tracing } : {}) });
 const server = createServer({ requestTimeout: 5 * 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, cloakroom.handler);
 
 await runChild(server, {

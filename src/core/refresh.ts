@@ -23,6 +23,10 @@ export interface RefreshDeps {
   pollMs?: number;
   onRefresh?: (outcome: 'ok' | 'refused' | 'failed') => void;
   onLockError?: (err: unknown) => void;
+  /** Seconds an attempt waited before it held the lock or had another holder's tokens (the lock-wait histogram). */
+  onLockWait?: (seconds: number) => void;
+  /** Runs one refresh attempt inside a trace span (src/tracing.ts); absent when tracing is off. */
+  span?: <T>(run: () => Promise<T>) => Promise<T>;
 }
 
 export interface Refresher {
@@ -67,10 +71,13 @@ export function createRefresher(deps: RefreshDeps): Refresher {
    */
   const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;
+    const waitStarted = performance.now();
+    const waited = () => deps.onLockWait?.((performance.now() - waitStarted) / 1000);
     for (;;) {
       const owner = randomUUID();
       const { locked, tokens: current } = await vault.claim(sid, owner, leaseMs, seen.version);
       if (locked) {
+        waited();
         try {
           return current ? await refreshHoldingLock(sid, current) : { kind: 'gone' };
         } finally {
@@ -79,8 +86,14 @@ export function createRefresher(deps: RefreshDeps): Refresher {
       }
       if (!current) return { kind: 'gone' };
       // Refreshed already, here or on another instance: use those tokens.
-      if (current.version !== seen.version) return { kind: 'ok', tokens: current };
-      if (clock() > deadline) return { kind: 'failed', failure: 'timeout' };
+      if (current.version !== seen.version) {
+        waited();
+        return { kind: 'ok', tokens: current };
+      }
+      if (clock() > deadline) {
+        waited();
+        return { kind: 'failed', failure: 'timeout' };
+      }
       // Another instance holds the lock: wait for its tokens instead of refreshing again,
       // woken by the store's change notification where it has one, else by the poll interval.
       await vault.changed(sid, pollMs);
@@ -91,7 +104,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
     refreshTokensOnce(sid, seen) {
       const running = inflight.get(sid);
       if (running) return running;
-      const started = attempt(sid, seen).finally(() => inflight.delete(sid));
+      const started = (deps.span ? deps.span(() => attempt(sid, seen)) : attempt(sid, seen)).finally(() => inflight.delete(sid));
       inflight.set(sid, started);
       return started;
     },

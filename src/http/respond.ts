@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../logger.js';
 import { AppError, StoreError, errors } from '../errors.js';
+import { requestIdOf } from './observe.js';
 
 /** Maps anything thrown to the contract's error; unknown errors become a bare server_error. */
 export function toAppError(err: unknown): AppError {
@@ -34,7 +35,7 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: unknow
   if (e.status >= 500) {
     // The contract's own 502/503/504 are expected trouble; anything unexposed is a bug.
     const level = e.expose ? 'warn' : 'error';
-    logger[level]({ err: e.cause ?? e, code: e.code, method: req.method, path: pathOf(req.url) }, 'request failed');
+    logger[level]({ err: e.cause ?? e, code: e.code, requestId: requestIdOf(req), method: req.method, path: pathOf(req.url) }, 'request failed');
   }
   if (res.headersSent) {
     res.destroy();

@@ -2,16 +2,19 @@ import { createServer, ServerResponse, STATUS_CODES, type IncomingMessage, type 
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errors, type AppError } from '../errors.js';
+import { requestIdOf } from './observe.js';
 import { sendJson } from './respond.js';
 
 /** Request line plus headers; larger gets 431 (Node's default is 16 KiB too, stated here on purpose). */
 export const MAX_HEADER_BYTES = 16 * 1024;
 
 /** An answer written straight to the socket (no ServerResponse exists yet): the catalogue's error, then close. */
-function rawErrorResponse(e: AppError): string {
+function rawErrorResponse(e: AppError, requestId?: string): string {
   const body = JSON.stringify({ error: e.code, message: e.message });
+  // The id is one of our own or matched [A-Za-z0-9._:-]: nothing in it can break the header line.
+  const id = requestId ? `X-Request-Id: ${requestId}\r\n` : '';
   const extra = Object.entries(e.headers).filter(([name]) => name.toLowerCase() !== 'connection').map(([name, value]) => `${name}: ${value}\r\n`).join('');
-  return `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}Connection: close\r\n\r\n${body}`;
+  return `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}${id}Connection: close\r\n\r\n${body}`;
 }
 
 /** A catalogue error through a ServerResponse (the contract's body and headers). */
@@ -56,20 +59,20 @@ export function createCloakroomServer(handler: RequestListener, upgrade?: Upgrad
   // Node answers a missing Host and an unknown Expect itself, with an empty body: ours are JSON.
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 5 * 60_000, headersTimeout: 30_000, requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) {
-      answer(res, errors.invalidRequest('The Host header is required.'), { connection: 'close' });
+      answer(res, errors.invalidRequest('The Host header is required.'), { connection: 'close', 'x-request-id': requestIdOf(req) });
       return;
     }
     handler(req, res);
   });
   server.keepAliveTimeout = 65_000;
-  server.on('checkExpectation', (_req, res) => {
-    answer(res, errors.expectationFailed());
+  server.on('checkExpectation', (req, res) => {
+    answer(res, errors.expectationFailed(), { 'x-request-id': requestIdOf(req) });
   });
   // Without a listener Node drops CONNECT without a word; this is no forward proxy.
-  server.on('connect', (_req, socket: Duplex) => {
+  server.on('connect', (req: IncomingMessage, socket: Duplex) => {
     // Node has taken its own error listener off this socket: a reset must not become an uncaught error.
     socket.on('error', () => socket.destroy());
-    socket.end(rawErrorResponse(errors.methodNotAllowed('CONNECT')));
+    socket.end(rawErrorResponse(errors.methodNotAllowed('CONNECT'), requestIdOf(req)));
   });
   if (upgrade) {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {

@@ -5,6 +5,7 @@ import { errors } from '../errors.js';
 import type { TokenAccess } from '../core/token-access.js';
 import type { SessionTokens } from '../core/token-vault.js';
 import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../core/upstream-paths.js';
+import type { Tracing } from '../tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
 import { directForwarding } from './forwarding.js';
@@ -39,6 +40,10 @@ export interface ApiProxyDeps extends ExchangeHooks {
   forwarding?: (req: IncomingMessage) => ForwardedFor;
   /** A request body idle this long is given up on; default BODY_IDLE_TIMEOUT_MS. */
   bodyIdleTimeoutMs?: number;
+  /** The request's id, sent upstream as `X-Request-Id` (http/observe.ts `requestIdOf`). */
+  requestId?: (req: IncomingMessage) => string;
+  /** Tracing on: a client span per upstream exchange, its `traceparent` sent upstream. */
+  tracing?: Tracing | undefined;
 }
 
 /**
@@ -52,15 +57,32 @@ export function createApiProxy(deps: ApiProxyDeps) {
   const { upstream } = deps;
   const pathVerdict = createPathVerdicts(deps.forbiddenPaths ?? FORBIDDEN_API_PATHS);
   const forwarding = deps.forwarding ?? directForwarding;
+  const { tracing } = deps;
 
   const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
-    const headers = requestHeadersToForward(req.headers, { accessToken: tokens.accessToken, streamedBody: body.kind === 'stream', forwarded: forwarding(req) });
-    return new Promise<Outcome>((resolve, reject) => {
-      upstream.dispatch(
-        { method: (req.method ?? 'GET') as Dispatcher.HttpMethod, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data },
-        new ProxyExchange(req, res, tokens, replayable, resolve, reject, deps),
-      );
+    const headers = requestHeadersToForward(req.headers, {
+      accessToken: tokens.accessToken,
+      streamedBody: body.kind === 'stream',
+      forwarded: forwarding(req),
+      ...(deps.requestId ? { requestId: deps.requestId(req) } : {}),
+      tracing: tracing !== undefined,
     });
+    const method = (req.method ?? 'GET') as Dispatcher.HttpMethod;
+    const span = tracing?.startUpstream(method, headers);
+    const sent = new Promise<Outcome>((resolve, reject) => {
+      upstream.dispatch({ method, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data }, new ProxyExchange(req, res, tokens, replayable, resolve, reject, deps));
+    });
+    if (!span) return sent;
+    return sent.then(
+      (outcome) => {
+        span.end({ status: outcome === 'rejected' ? 401 : res.statusCode });
+        return outcome;
+      },
+      (error: unknown) => {
+        span.end({ error });
+        throw error;
+      },
+    );
   };
 
   return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {

@@ -9,8 +9,9 @@ import { responseHeadersToReturn, type HeaderMap } from './header-rules.js';
 const JSON_SCAN_LIMIT = 8 << 20;
 
 export interface ExchangeHooks {
-  observeUpstream?: (seconds: number) => void;
-  onStreamError?: (err: unknown) => void;
+  /** Time to upstream response headers (metrics, the request's access log line). */
+  observeUpstream?: (seconds: number, req: IncomingMessage, status: number) => void;
+  onStreamError?: (err: unknown, req: IncomingMessage) => void;
 }
 
 /** `rejected`: upstream answered 401 to a request we may replay, and nothing was written. */
@@ -68,7 +69,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
   onResponseStart(_controller: Dispatcher.DispatchController, status: number, upstreamHeaders: IncomingHttpHeaders): void {
     // 102 Processing, 103 Early Hints: undici hands them to a raw handler too; the answer follows.
     if (status < 200) return;
-    this.deps.observeUpstream?.((performance.now() - this.started) / 1000);
+    this.deps.observeUpstream?.((performance.now() - this.started) / 1000, this.req, status);
     if (status === 401 && this.replayable) {
       this.mode = 'ignore';
       this.settle('rejected');
@@ -150,7 +151,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     if (this.settled) return;
     if (this.mode === 'stream' || this.res.headersSent) {
       // Headers are out: all we can do is cut the connection so the browser sees a broken body.
-      this.deps.onStreamError?.(err);
+      this.deps.onStreamError?.(err, this.req);
       this.res.destroy();
       this.settle('done');
       return;

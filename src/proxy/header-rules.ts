@@ -15,7 +15,9 @@ const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-aut
 // (`X-Original-URL: /api/token` routes past our path checks), a client address, Nexudus's
 // `client_id`. Ours to set, never the browser's.
 const SERVER_DIRECTIVES = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override', 'forwarded', 'x-real-ip', 'client_id', 'cookie2'];
-const NEVER_FORWARDED = new Set([...HOP_BY_HOP, ...SERVER_DIRECTIVES, 'host', 'cookie', 'authorization', 'x-csrf', 'expect', 'accept-encoding', 'content-length']);
+// The request id and trace context are cloakroom's to send: the browser's only once validated (below).
+const OBSERVATION = ['x-request-id', 'traceparent', 'tracestate'];
+const NEVER_FORWARDED = new Set([...HOP_BY_HOP, ...SERVER_DIRECTIVES, ...OBSERVATION, 'host', 'cookie', 'authorization', 'x-csrf', 'expect', 'accept-encoding', 'content-length']);
 /**
  * Any `X-Forwarded-*` (set below from what cloakroom knows), and any name with an underscore:
  * nginx and CGI-style servers fold `_` and `-` together, so `X_Forwarded_For` or `Client-Id`
@@ -24,7 +26,8 @@ const NEVER_FORWARDED = new Set([...HOP_BY_HOP, ...SERVER_DIRECTIVES, 'host', 'c
 const neverForwarded = (name: string) => NEVER_FORWARDED.has(name) || name.includes('_') || name.startsWith('x-forwarded-');
 
 // CORS and HSTS are cloakroom's policy for its own origin, not the upstream's to set.
-const NEVER_RETURNED = new Set([...HOP_BY_HOP, 'set-cookie', 'set-cookie2', 'strict-transport-security']);
+// X-Request-Id is the browser's request's, set by cloakroom: an upstream one would replace it.
+const NEVER_RETURNED = new Set([...HOP_BY_HOP, 'set-cookie', 'set-cookie2', 'strict-transport-security', 'x-request-id']);
 const neverReturned = (name: string) => NEVER_RETURNED.has(name) || name.startsWith('access-control-');
 
 function connectionListed(value: string | string[] | undefined): string[] {
@@ -63,6 +66,19 @@ export interface ForwardOptions {
   /** The body streams through unbuffered: its declared length is kept (a buffered one gets its own). */
   streamedBody: boolean;
   forwarded: ForwardedFor;
+  /** The request's id (http/observe.ts: the browser's when valid, else a new one), sent as `X-Request-Id`. */
+  requestId?: string;
+  /**
+   * Tracing on: the trace context is injected by src/tracing.ts, so the browser's is not copied.
+   * Off: a browser `traceparent` of the W3C form is passed on (an upstream can still join the trace).
+   */
+  tracing?: boolean;
+}
+
+/** W3C Trace Context version 00 (`00-<32 hex>-<16 hex>-<2 hex>`), ids not all zero. */
+const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+export function validTraceparent(value: string | string[] | undefined): value is string {
+  return typeof value === 'string' && TRACEPARENT.test(value);
 }
 
 /** The headers sent upstream for a browser request with these headers (names lower-case, as Node gives them). */
@@ -73,6 +89,8 @@ export function requestHeadersToForward(incoming: IncomingHttpHeaders, opts: For
   headers['x-forwarded-proto'] = opts.forwarded.proto;
   if (opts.forwarded.host) headers['x-forwarded-host'] = opts.forwarded.host;
   if (opts.streamedBody && incoming['content-length'] !== undefined) headers['content-length'] = incoming['content-length'];
+  if (opts.requestId !== undefined) headers['x-request-id'] = opts.requestId;
+  if (!opts.tracing && validTraceparent(incoming.traceparent)) headers.traceparent = incoming.traceparent;
   return headers;
 }
 

@@ -7,7 +7,8 @@ import { createMemoryTokenStore } from './memory-token-store.js';
 import { THROTTLE_PREFIXES } from './keys.js';
 import { createMemoryOidcStore, createRedisOidcStore, SIGN_IN_STARTS, type OidcStore } from './oidc-store.js';
 import type { RedisClient } from './redis-client.js';
-import { createRedisGuard } from './redis-guard.js';
+import type { RedisPart } from '../metrics.js';
+import { createRedisGuard, type StoreSpan } from './redis-guard.js';
 import { createRedisTokenStore } from './redis-token-store.js';
 import { createRedisSessionRecordStore } from './session-record-store.js';
 import type { TokenStore } from './token-store.js';
@@ -34,7 +35,10 @@ export function createBackends(deps: {
   clock: () => number;
   /** The session record lives as long as the session's other keys. */
   timeouts: SessionTimeouts;
-  onRedisError: (err: unknown) => void;
+  /** Every Redis failure, with the part of cloakroom that saw it. */
+  onRedisError: (part: RedisPart, err: unknown) => void;
+  /** Trace spans around store operations (tracing on). */
+  storeSpan?: StoreSpan | undefined;
   /** Whether the Redis primary has replicas to acknowledge rotated tokens (WAIT 1). */
   hasReplicas?: (() => boolean) | undefined;
 }): Backends {
@@ -51,16 +55,17 @@ export function createBackends(deps: {
       close: () => undefined,
     };
   }
-  const guard = createRedisGuard(deps.onRedisError);
+  const guardFor = (part: RedisPart) => createRedisGuard((err) => deps.onRedisError(part, err), deps.storeSpan);
+  const guard = guardFor('tokens');
   const redisTokens = createRedisTokenStore(redis, { guard, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) });
   // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
   // Sentinel; a Cluster would need a tracking connection per node, not done yet).
-  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis) : null;
+  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis, { onError: (err) => deps.onRedisError('tracking', err) }) : null;
   return {
     tokens: tracked ?? redisTokens,
-    sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard }),
-    oidc: createRedisOidcStore(redis, guard, new RateLimiterRedis({ storeClient: redis, ...signInStarts })),
-    throttle: { guard, limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
+    sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard: guardFor('sessions') }),
+    oidc: createRedisOidcStore(redis, guardFor('oidc'), new RateLimiterRedis({ storeClient: redis, ...signInStarts })),
+    throttle: { guard: guardFor('throttle'), limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
     close: () => tracked?.close(),
   };
 }

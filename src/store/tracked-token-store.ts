@@ -12,6 +12,8 @@ export interface TrackedStoreOptions {
   healthIntervalMs?: number;
   clock?: () => number;
   onStateChange?: (enabled: boolean) => void;
+  /** A setup or health command of the tracking connection failed (the redis-errors metric). */
+  onError?: (err: unknown) => void;
 }
 
 export interface TrackedTokenStore extends TokenStore {
@@ -101,7 +103,8 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
         await tracker.subscribe('__redis__:invalidate');
         tracking = true;
         setEnabled(true);
-      } catch {
+      } catch (err) {
+        opts.onError?.(err);
         lost();
       }
     })();
@@ -122,8 +125,9 @@ export function createTrackedTokenStore(inner: TokenStore, data: Redis, opts: Tr
         // A PONG comes after every invalidation sent before it on this connection.
         if (!enabled && !closed && tracking) setEnabled(true);
       })
-      .catch(() => {
+      .catch((err: unknown) => {
         healthInFlight = false;
+        opts.onError?.(err);
         setEnabled(false);
       });
   }, healthIntervalMs);

@@ -95,12 +95,24 @@ export function createApp(deps: AppDeps): Cloakroom {
   const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
   const toucher = createIdleToucher({
     store,
+    index: backends.sessionIndex,
     timeouts,
     intervalMs: Math.min(60_000, Math.max(1000, timeouts.idleMs / 20)),
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });
-  const sessions = createSessionLifecycle({ store, vault, toucher, timeouts, clock, oidcStore: dialect.redirectSignIn ? backends.oidc : undefined });
+  const sessions = createSessionLifecycle({
+    store,
+    vault,
+    toucher,
+    timeouts,
+    clock,
+    oidcStore: dialect.redirectSignIn ? backends.oidc : undefined,
+    index: backends.sessionIndex,
+    broadcast: backends.sessionsEnded ?? undefined,
+  });
+  // A session ended on any instance (or by the command line) is forgotten here too.
+  backends.onSessionEnded((sid) => sessions.dropLocal(sid));
   const refresher = createRefresher({
     vault,
     sessions,
@@ -176,6 +188,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     metrics,
     clock,
     cookie: config.cookie,
+    authMode: config.authMode,
     ...(dialect.redirectSignIn ? { redirectSignIn: { oidcStore: backends.oidc, sealer } } : {}),
   });
   const links = createLinkRoutes({

@@ -9,6 +9,8 @@ import type { RedisClient } from './redis-client.js';
 import { createRedisGuard } from './redis-guard.js';
 import { createRedisTokenStore } from './redis-token-store.js';
 import { createRedisSessionRecordStore } from './session-record-store.js';
+import { createRedisSessionBroadcast, type SessionBroadcast } from './session-broadcast.js';
+import { createMemorySessionIndex, createRedisSessionIndex, type SessionIndex } from './session-index.js';
 import type { TokenStore } from './token-store.js';
 import { createTrackedTokenStore, type TrackedTokenStore } from './tracked-token-store.js';
 
@@ -19,6 +21,12 @@ export interface Backends {
   sessionRecords: session.Store;
   oidc: OidcStore;
   throttle: ThrottleBackend;
+  /** Every user's sessions (devices). */
+  sessionIndex: SessionIndex;
+  /** Announces ended sessions to every instance (null in-process: there is only this one). */
+  sessionsEnded: Pick<SessionBroadcast, 'publish'> | null;
+  /** What to run here when any instance announces an ended session (set once, by the app). */
+  onSessionEnded(listener: (sid: string) => void): void;
   /** Stops the tracked cache's connection and timers. */
   close(): void;
 }
@@ -46,6 +54,9 @@ export function createBackends(deps: {
       sessionRecords: new session.MemoryStore(),
       oidc: createMemoryOidcStore(clock),
       throttle: { guard, limiter: (opts) => new RateLimiterMemory(opts) },
+      sessionIndex: createMemorySessionIndex(),
+      sessionsEnded: null,
+      onSessionEnded: () => undefined,
       close: () => undefined,
     };
   }
@@ -54,11 +65,21 @@ export function createBackends(deps: {
   // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
   // Sentinel; a Cluster would need a tracking connection per node, not done yet).
   const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis) : null;
+  let endedListener: ((sid: string) => void) | null = null;
+  const broadcast = createRedisSessionBroadcast(redis, guard, (sid) => endedListener?.(sid));
   return {
     tokens: tracked ?? redisTokens,
     sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard }),
     oidc: createRedisOidcStore(redis, guard),
     throttle: { guard, limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
-    close: () => tracked?.close(),
+    sessionIndex: createRedisSessionIndex(redis, guard),
+    sessionsEnded: broadcast,
+    onSessionEnded: (listener) => {
+      endedListener = listener;
+    },
+    close: () => {
+      tracked?.close();
+      broadcast.close();
+    },
   };
 }

@@ -12,6 +12,7 @@ import { failureToError } from '../upstream/client.js';
 import type { Metrics } from '../metrics.js';
 import type { AuthMode } from '../config.js';
 import { isHandleShape, sessionOwner } from '../store/keys.js';
+import { listedSession } from '../store/session-index.js';
 import type { RouterAntiForgery } from './anti-forgery.js';
 import { mountOidcRoutes, OIDC_ANTI_FORGERY, type OidcRouteDeps } from './oidc-routes.js';
 import '../session-data.js';
@@ -153,15 +154,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
   router.get('/sessions', async (req: Request, res: Response) => {
     const owner = await signedInOwner(req);
     const entries = await sessions.listOwned(owner);
-    res.status(200).json({
-      sessions: entries.map((e) => ({
-        id: e.handle,
-        current: e.sid === req.sessionID,
-        createdAt: new Date(e.createdAt).toISOString(),
-        lastSeenAt: new Date(e.lastSeenAt).toISOString(),
-        userAgent: e.userAgent,
-      })),
-    });
+    res.status(200).json({ sessions: entries.map((e) => listedSession(e, req.sessionID)) });
   });
 
   router.delete('/sessions/:id', async (req: Request, res: Response) => {

@@ -31,6 +31,17 @@ export interface SessionIndex {
 }
 
 export const USER_AGENT_MAX = 200;
+
+/** One entry of `GET /auth/sessions` (and `cloakroom sessions list --json`). */
+export function listedSession(e: DeviceEntry, currentSid: string | null) {
+  return {
+    id: e.handle,
+    current: e.sid === currentSid,
+    createdAt: new Date(e.createdAt).toISOString(),
+    lastSeenAt: new Date(e.lastSeenAt).toISOString(),
+    userAgent: e.userAgent,
+  };
+}
 const ms = (v: number) => String(Math.max(1, Math.ceil(v)));
 
 // On the user's tag: add the handle, drop entries that have timed out, and keep both keys alive

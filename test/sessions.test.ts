@@ -195,3 +195,20 @@ describe('timeouts', () => {
     expect(await h.inspect.exists(`cr:dev:${sidOf(idle)}`)).toBe(0);
   }, 20_000);
 });
+
+describe('the in-process store (development)', () => {
+  it('without_redis_the_list_delete_and_sign_out_everywhere_work_in_the_one_process', async () => {
+    const dev = await h.start({ REDIS_URL: '' });
+    expect(dev.redisClient).toBeNull();
+    const one = await signIn(dev, DEMO, 'Dev/1');
+    await sleep(5);
+    const two = await signIn(dev, DEMO, 'Dev/2');
+    const listed = await list(dev, one);
+    expect(listed.map((s) => [s.userAgent, s.current])).toEqual([['Dev/2', false], ['Dev/1', true]]);
+    expect((await revoke(dev, one, listed[0]?.id ?? '')).status).toBe(204);
+    expect((await api(dev, two)).status).toBe(401);
+    const three = await signIn(dev, DEMO, 'Dev/3');
+    expect((await request(dev.url).post('/auth/logout').set('X-CSRF', '1').set('Cookie', one).send({ everywhere: true })).status).toBe(204);
+    expect((await api(dev, three)).status).toBe(401);
+  });
+});

@@ -37,7 +37,6 @@ export async function resealWhileRefreshing(h: Harness, opts: { env: Record<stri
   const old = await h.start({ ...opts.env, TOKEN_ENCRYPTION_KEY: TEST_TOKEN_KEY });
   const cookies: string[] = [];
   for (let i = 0; i < opts.sessions; i++) cookies.push(await signIn(old, i % 2 ? OTHER : DEMO));
-  await old.close();
   const a = await h.start({ ...opts.env, TOKEN_ENCRYPTION_KEY: `${NEW},${TEST_TOKEN_KEY}`, REFRESH_SKEW: '0' });
   const b = await h.start({ ...opts.env, TOKEN_ENCRYPTION_KEY: `${NEW},${TEST_TOKEN_KEY}`, REFRESH_SKEW: '0' });
 
@@ -79,9 +78,7 @@ export async function resealWhileRefreshing(h: Harness, opts: { env: Record<stri
   expect(records).toHaveLength(opts.sessions);
   for (const raw of records) expect((JSON.parse(raw) as { s: string }).s.split('.')[1]).toBe(keyId(NEW));
 
-  // The old key removed: every session works, and its stored refresh token is the live one.
-  await a.close();
-  await b.close();
+  // An instance without the old key: every session works, and its stored refresh token is the live one.
   const c = await h.start({ ...opts.env, TOKEN_ENCRYPTION_KEY: NEW });
   for (const cookie of cookies) expect((await api(c, cookie)).status).toBe(200);
   h.upstream.expireAllAccessTokens();
@@ -89,5 +86,4 @@ export async function resealWhileRefreshing(h: Harness, opts: { env: Record<stri
     const res = await api(c, cookie);
     expect({ status: res.status, body: res.status === 200 ? null : res.body }).toEqual({ status: 200, body: null });
   }
-  await c.close();
 }

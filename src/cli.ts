@@ -143,16 +143,19 @@ async function runCommand(command: Exclude<Command, { kind: 'help' }>, config: O
   if (command.kind === 'reseal') {
     const sealer = createTokenSealer(config.tokenKeys);
     const total = io.progress ? await storeSize(redis) : 0;
-    let shown = 0;
+    let shown = Date.now();
+    let drawn = false;
     const counts = await resealTokenRecords(redis, sealer, {
       onProgress: (c) => {
         const now = Date.now();
+        // Only a run long enough to wait for (a large store) draws the line.
         if (!io.progress || now - shown < 200) return;
         shown = now;
+        drawn = true;
         io.progress(`\r${c.scanned} records looked at (store: ${total} keys); ${describeCounts(c)}`);
       },
     });
-    if (io.progress && shown > 0) io.progress('\n');
+    if (io.progress && drawn) io.progress('\n');
     io.out(`${describeCounts(counts)}\n`);
     return 0;
   }

@@ -106,6 +106,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const vault = createTokenVault(store, sealer, clock, config.refreshSkewSeconds * 1000);
   const toucher = createIdleToucher({
     store,
+    index: backends.sessionIndex,
     timeouts,
     // A session may end up to one interval before "last request + idle timeout": a twentieth of
     // it (5%), at most 60 s, and at least 50 ms, so SESSION_IDLE_TIMEOUT=3 ends 2.85-3 s after the
@@ -114,7 +115,18 @@ export function createApp(deps: AppDeps): Cloakroom {
     clock,
     onError: (err) => logger.warn({ err }, 'idle timeout touch failed'),
   });
-  const sessions = createSessionLifecycle({ store, vault, toucher, timeouts, clock, oidcStore: dialect.redirectSignIn ? backends.oidc : undefined });
+  const sessions = createSessionLifecycle({
+    store,
+    vault,
+    toucher,
+    timeouts,
+    clock,
+    oidcStore: dialect.redirectSignIn ? backends.oidc : undefined,
+    index: backends.sessionIndex,
+    broadcast: backends.sessionsEnded ?? undefined,
+  });
+  // A session ended on any instance (or by the command line) is forgotten here too.
+  backends.onSessionEnded((sid) => sessions.dropLocal(sid));
   const refresher = createRefresher({
     vault,
     sessions,
@@ -221,6 +233,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     metrics,
     clock,
     cookie: config.cookie,
+    authMode: config.authMode,
     ...(dialect.redirectSignIn ? { redirectSignIn: { oidcStore: backends.oidc, sealer } } : {}),
   });
   const links = createLinkRoutes({

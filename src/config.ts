@@ -422,3 +422,64 @@ export function loadConfig(env: Env): Readonly<Config> {
   };
   return Object.freeze(config);
 }
+
+/** What the operator command line (src/cli.ts) reads: the servers' Redis, keys, mode and timeouts. */
+export const OPERATOR_VARIABLES = [
+  'NODE_ENV',
+  'AUTH_MODE',
+  'REDIS_URL',
+  'REDIS_SENTINELS',
+  'REDIS_SENTINEL_NAME',
+  'REDIS_SENTINEL_PASSWORD',
+  'REDIS_CLUSTER_NODES',
+  'REDIS_USERNAME',
+  'REDIS_PASSWORD',
+  'REDIS_TLS',
+  'TOKEN_ENCRYPTION_KEY',
+  'SESSION_IDLE_TIMEOUT',
+  'SESSION_ABSOLUTE_TIMEOUT',
+] as const;
+
+export type OperatorConfig = Pick<Config, 'production' | 'authMode' | 'redis' | 'redisUsername' | 'redisPassword' | 'redisTls' | 'tokenKeys' | 'idleTimeoutSeconds' | 'absoluteTimeoutSeconds'>;
+
+/**
+ * The command line's subset, checked by the same rules and reported the same way (one line per
+ * variable). Server-only variables get stand-ins; Redis and the token keys are required, as a
+ * made-up key or an in-process store would make every command meaningless.
+ */
+export function loadOperatorConfig(env: Env): Readonly<OperatorConfig> {
+  const picked: Env = {};
+  for (const name of OPERATOR_VARIABLES) if (env[name] !== undefined && env[name] !== '') picked[name] = env[name];
+  const problems: string[] = [];
+  let config: Readonly<Config> | null = null;
+  try {
+    config = loadConfig({
+      ...picked,
+      UPSTREAM_URL: 'http://operator.invalid',
+      SESSION_SECRET: randomBytes(32).toString('base64url'),
+      OIDC_ISSUER: 'https://operator.invalid',
+      OIDC_CLIENT_ID: 'operator',
+      OIDC_REDIRECT_URI: 'https://operator.invalid/callback',
+    });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  const named = (name: string) => problems.some((p) => p.startsWith(`${name}:`));
+  if (!picked.REDIS_URL && !picked.REDIS_SENTINELS && !picked.REDIS_CLUSTER_NODES && !named('REDIS_URL')) {
+    problems.push("REDIS_URL: is required (or REDIS_SENTINELS, or REDIS_CLUSTER_NODES): the command line works on the servers' Redis");
+  }
+  if (!picked.TOKEN_ENCRYPTION_KEY && !named('TOKEN_ENCRYPTION_KEY')) problems.push("TOKEN_ENCRYPTION_KEY: is required: the servers' key list, the first one sealing");
+  if (problems.length > 0 || !config) throw new ConfigError(problems);
+  return Object.freeze({
+    production: config.production,
+    authMode: config.authMode,
+    redis: config.redis,
+    redisTls: config.redisTls,
+    ...(config.redisUsername ? { redisUsername: config.redisUsername } : {}),
+    ...(config.redisPassword ? { redisPassword: config.redisPassword } : {}),
+    tokenKeys: config.tokenKeys,
+    idleTimeoutSeconds: config.idleTimeoutSeconds,
+    absoluteTimeoutSeconds: config.absoluteTimeoutSeconds,
+  });
+}

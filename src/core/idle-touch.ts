@@ -1,14 +1,19 @@
 import { LRUCache } from 'lru-cache';
+import type { SessionIndex } from '../store/session-index.js';
 import type { TokenStore } from '../store/token-store.js';
 import type { SessionTimeouts } from './session-lifecycle.js';
 
 /**
  * Extends a session's idle timeout at most once per interval per session and instance, so
  * the proxy path stays at one Redis command per request. The session may therefore end up
- * to one interval earlier than "last request + idle timeout"; the docs say so.
+ * to one interval earlier than "last request + idle timeout"; the docs say so. A touch is the
+ * session's keys (one pipeline) and its device entry (a script on the session's tag, then a
+ * ZADD on its user's: two tags, so two commands).
  */
 export function createIdleToucher(opts: {
   store: TokenStore;
+  /** The user's device list follows the session's end and last-seen time, in the same throttled moment. */
+  index?: Pick<SessionIndex, 'touch'>;
   timeouts: SessionTimeouts;
   intervalMs: number;
   clock: () => number;
@@ -28,7 +33,7 @@ export function createIdleToucher(opts: {
     const now = opts.clock();
     touchedRecently.set(sid, true);
     const ttl = opts.timeouts.ttlAt(now, absoluteExpiresAt);
-    await opts.store.touch(sid, ttl);
+    await Promise.all([opts.store.touch(sid, ttl), opts.index?.touch(sid, ttl, now)]);
     return now + ttl;
   };
 

@@ -1,5 +1,7 @@
 import type { TokenSet } from '../auth/dialect.js';
 import type { OidcStore } from '../store/oidc-store.js';
+import type { SessionBroadcast } from '../store/session-broadcast.js';
+import { createMemorySessionIndex, type DeviceEntry, type SessionIndex } from '../store/session-index.js';
 import type { TokenStore } from '../store/token-store.js';
 import type { IdleToucher } from './idle-touch.js';
 import type { TokenVault } from './token-vault.js';
@@ -31,6 +33,8 @@ export interface SessionStart {
   clientId: string;
   /** OIDC: the provider session and subject it belongs to, for Back-Channel Logout. */
   providerOwners?: { sid?: string | undefined; sub: string };
+  /** Whose session this is (store/keys.ts sessionOwner) and the User-Agent it signed in with: the user's device list. */
+  device?: { owner: string; userAgent: string };
 }
 
 /**
@@ -58,6 +62,12 @@ export interface SessionLifecycle {
   onLocalEnd(cleanup: (sid: string) => void): void;
   /** A cleanup run once by end(), after the session's keys are gone (e.g. a per-user session index). */
   onEnd(cleanup: (sid: string) => Promise<void>): void;
+  /** The owner's live sessions, newest sign-in first. */
+  listOwned(owner: string): Promise<DeviceEntry[]>;
+  /** Ends the owner's session behind `handle` and returns its id; null when it is not one of the owner's live sessions. */
+  endOwned(owner: string, handle: string): Promise<string | null>;
+  /** Ends every session of the owner; how many. */
+  endAllOwned(owner: string): Promise<number>;
 }
 
 export function createSessionLifecycle(deps: {
@@ -67,8 +77,13 @@ export function createSessionLifecycle(deps: {
   timeouts: SessionTimeouts;
   clock: () => number;
   oidcStore?: OidcStore | undefined;
+  /** Every user's sessions (GET /auth/sessions, sign-out everywhere, the command line); in-process by default. */
+  index?: SessionIndex | undefined;
+  /** Tells every instance a session ended; absent in the in-process (development) setup. */
+  broadcast?: Pick<SessionBroadcast, 'publish'> | undefined;
 }): SessionLifecycle {
   const { store, vault, toucher, timeouts, clock } = deps;
+  const index = deps.index ?? createMemorySessionIndex();
   const localCleanups: ((sid: string) => void)[] = [
     (sid) => store.forget?.(sid),
     (sid) => toucher.forget(sid),
@@ -78,6 +93,16 @@ export function createSessionLifecycle(deps: {
 
   const dropLocal = (sid: string): void => {
     for (const cleanup of localCleanups) cleanup(sid);
+  };
+
+  const end = async (sid: string): Promise<void> => {
+    dropLocal(sid);
+    // Out of the user's list first: its entry names the list, and goes with the session's keys.
+    await index.remove(sid);
+    await store.destroy(sid);
+    // Every other instance drops its caches and closes the session's WebSockets.
+    await deps.broadcast?.publish(sid);
+    for (const cleanup of endCleanups) await cleanup(sid);
   };
 
   return {
@@ -90,12 +115,26 @@ export function createSessionLifecycle(deps: {
         if (!deps.oidcStore) throw new Error('a provider index without an OIDC store');
         await deps.oidcStore.index(sid, init.providerOwners, timeouts.absoluteMs);
       }
+      if (init.device) {
+        await index.add(sid, init.device.owner, { createdAt, userAgent: init.device.userAgent, ttlMs: timeouts.ttlAt(createdAt, absoluteExpiresAt), absoluteExpiresAt });
+      }
       return { createdAt, absoluteExpiresAt };
     },
-    async end(sid) {
-      dropLocal(sid);
-      await store.destroy(sid);
-      for (const cleanup of endCleanups) await cleanup(sid);
+    end,
+    async listOwned(owner) {
+      const entries = await index.list(owner, clock());
+      return entries.sort((a, b) => b.createdAt - a.createdAt);
+    },
+    async endOwned(owner, handle) {
+      const sid = await index.resolve(owner, handle, clock());
+      if (!sid) return null;
+      await end(sid);
+      return sid;
+    },
+    async endAllOwned(owner) {
+      const entries = await index.list(owner, clock());
+      for (const e of entries) await end(e.sid);
+      return entries.length;
     },
     dropLocal,
     onLocalEnd(cleanup) {

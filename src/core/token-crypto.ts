@@ -9,6 +9,8 @@ export interface TokenSealer {
   seal(plaintext: string, sessionId: string): string;
   /** null when no configured key opens it (rotated out, tampered, other session). */
   open(sealed: string, sessionId: string): string | null;
+  /** Whether the first (sealing) key sealed it: `cloakroom reseal` skips those. */
+  sealedWithFirstKey(sealed: string): boolean;
 }
 
 const VERSION = 'v1';
@@ -31,6 +33,7 @@ export function createTokenSealer(keys: readonly Buffer[]): TokenSealer {
       const ct = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
       return [VERSION, sealingId, iv.toString('base64url'), ct.toString('base64url'), cipher.getAuthTag().toString('base64url')].join('.');
     },
+    sealedWithFirstKey: (sealed) => sealed.startsWith(`${VERSION}.${sealingId}.`),
     open(sealed, sessionId) {
       const parts = sealed.split('.');
       if (parts.length !== 5 || parts[0] !== VERSION) return null;

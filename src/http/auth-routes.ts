@@ -10,6 +10,9 @@ import type { SessionLifecycle } from '../core/session-lifecycle.js';
 import type { TokenVault } from '../core/token-vault.js';
 import { failureToError } from '../upstream/client.js';
 import type { Metrics } from '../metrics.js';
+import type { AuthMode } from '../config.js';
+import { isHandleShape, sessionOwner } from '../store/keys.js';
+import { listedSession } from '../store/session-index.js';
 import type { RouterAntiForgery } from './anti-forgery.js';
 import { mountOidcRoutes, OIDC_ANTI_FORGERY, type OidcRouteDeps } from './oidc-routes.js';
 import '../session-data.js';
@@ -23,6 +26,8 @@ export interface AuthRouteDeps {
   metrics: Metrics;
   clock: () => number;
   cookie: { name: string; secure: boolean; sameSite: 'lax' | 'strict' };
+  /** A user's sessions are those of the same user id in the same mode. */
+  authMode: AuthMode;
   /** Where a dialect that signs in by redirect (oidc) keeps its sign-ins in flight. */
   redirectSignIn?: Pick<OidcRouteDeps, 'oidcStore' | 'sealer'>;
 }
@@ -55,7 +60,8 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
   const establishSession: OidcRouteDeps['establishSession'] = async (req, { user, remember, ...start }) => {
     if (req.session.user) await sessions.end(req.sessionID);
     await regenerate(req);
-    const { createdAt } = await sessions.start(req.sessionID, start);
+    const device = { owner: sessionOwner(deps.authMode, user.id), userAgent: req.get('user-agent') ?? '' };
+    const { createdAt } = await sessions.start(req.sessionID, { ...start, device });
     req.session.user = user;
     req.session.createdAt = createdAt;
     if (remember) req.session.cookie.maxAge = sessions.timeouts.absoluteMs;
@@ -113,21 +119,55 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
     res.status(200).json({ authenticated: true, user, expiresAt: new Date(endsAt).toISOString() });
   });
 
+  const clearCookie = (res: Response) => res.clearCookie(deps.cookie.name, { path: '/', httpOnly: true, secure: deps.cookie.secure, sameSite: deps.cookie.sameSite });
+  const ownerOf = (req: Request) => (req.session.user ? sessionOwner(deps.authMode, req.session.user.id) : null);
+
   router.post('/logout', async (req: Request, res: Response) => {
     let logoutUrl: string | null = null;
-    if (req.session.user) {
+    const everywhere = typeof req.body === 'object' && req.body !== null && (req.body as Record<string, unknown>).everywhere === true;
+    const owner = ownerOf(req);
+    if (owner) {
       // oidc: the provider's logout URL, with this session's ID token as the hint. The local
       // logout never waits on the provider: without its metadata the answer is still 204.
       if (flow) {
         const record = await vault.read(req.sessionID);
         logoutUrl = record ? await flow.endSessionUrl(record.idToken).catch(() => null) : null;
       }
+      // Every other session of the user, on every instance; this one last (it may predate the index).
+      if (everywhere) await sessions.endAllOwned(owner);
       await sessions.end(req.sessionID);
       await destroy(req);
     }
-    res.clearCookie(deps.cookie.name, { path: '/', httpOnly: true, secure: deps.cookie.secure, sameSite: deps.cookie.sameSite });
+    clearCookie(res);
     if (logoutUrl) res.status(200).json({ logoutUrl });
     else res.status(204).end();
+  });
+
+  /** The signed-in user's owner key, or 401: the tokens must still open, as for /auth/session. */
+  const signedInOwner = async (req: Request): Promise<string> => {
+    const owner = ownerOf(req);
+    const record = owner ? await vault.read(req.sessionID) : null;
+    if (!owner || !record || record.absoluteExpiresAt <= clock()) throw errors.unauthenticated();
+    return owner;
+  };
+
+  router.get('/sessions', async (req: Request, res: Response) => {
+    const owner = await signedInOwner(req);
+    const entries = await sessions.listOwned(owner);
+    res.status(200).json({ sessions: entries.map((e) => listedSession(e, req.sessionID)) });
+  });
+
+  router.delete('/sessions/:id', async (req: Request, res: Response) => {
+    const owner = await signedInOwner(req);
+    const handle = String(req.params.id ?? '');
+    // Someone else's handle answers exactly as an unknown one: nothing tells them apart.
+    const ended = isHandleShape(handle) ? await sessions.endOwned(owner, handle) : null;
+    if (!ended) throw errors.notFound();
+    if (ended === req.sessionID) {
+      await destroy(req);
+      clearCookie(res);
+    }
+    res.status(204).end();
   });
 
   router.get('/exchange', async (req: Request, res: Response) => {

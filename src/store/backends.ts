@@ -11,6 +11,8 @@ import type { RedisPart } from '../metrics.js';
 import { createRedisGuard, type StoreSpan } from './redis-guard.js';
 import { createRedisTokenStore } from './redis-token-store.js';
 import { createRedisSessionRecordStore } from './session-record-store.js';
+import { createRedisSessionBroadcast, type SessionBroadcast } from './session-broadcast.js';
+import { createMemorySessionIndex, createRedisSessionIndex, type SessionIndex } from './session-index.js';
 import type { TokenStore } from './token-store.js';
 import { createTrackedTokenStore, type TrackedTokenStore } from './tracked-token-store.js';
 
@@ -21,6 +23,12 @@ export interface Backends {
   sessionRecords: session.Store;
   oidc: OidcStore;
   throttle: ThrottleBackend;
+  /** Every user's sessions (devices). */
+  sessionIndex: SessionIndex;
+  /** Announces ended sessions to every instance (null in-process: there is only this one). */
+  sessionsEnded: Pick<SessionBroadcast, 'publish'> | null;
+  /** What to run here when any instance announces an ended session (set once, by the app). */
+  onSessionEnded(listener: (sid: string) => void): void;
   /** Stops the tracked cache's connection and timers. */
   close(): void;
 }
@@ -52,6 +60,9 @@ export function createBackends(deps: {
       sessionRecords: new session.MemoryStore(),
       oidc: createMemoryOidcStore(clock, new RateLimiterMemory(signInStarts)),
       throttle: { guard, limiter: (opts) => new RateLimiterMemory(opts) },
+      sessionIndex: createMemorySessionIndex(),
+      sessionsEnded: null,
+      onSessionEnded: () => undefined,
       close: () => undefined,
     };
   }
@@ -61,11 +72,21 @@ export function createBackends(deps: {
   // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
   // Sentinel; a Cluster would need a tracking connection per node, not done yet).
   const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis, { onError: (err) => deps.onRedisError('tracking', err) }) : null;
+  let endedListener: ((sid: string) => void) | null = null;
+  const broadcast = createRedisSessionBroadcast(redis, guardFor('sessions'), (sid) => endedListener?.(sid));
   return {
     tokens: tracked ?? redisTokens,
     sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard: guardFor('sessions') }),
     oidc: createRedisOidcStore(redis, guardFor('oidc'), new RateLimiterRedis({ storeClient: redis, ...signInStarts })),
     throttle: { guard: guardFor('throttle'), limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
-    close: () => tracked?.close(),
+    sessionIndex: createRedisSessionIndex(redis, guardFor('sessions')),
+    sessionsEnded: broadcast,
+    onSessionEnded: (listener) => {
+      endedListener = listener;
+    },
+    close: () => {
+      tracked?.close();
+      broadcast.close();
+    },
   };
 }

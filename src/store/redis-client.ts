@@ -21,7 +21,8 @@ export const failFastOptions: RedisOptions = {
   enableAutoPipelining: false,
 };
 
-export function createRedisClient(config: Config): RedisClient | null {
+/** The command line builds its client from the same settings (config.ts loadOperatorConfig). */
+export function createRedisClient(config: Pick<Config, 'redis' | 'redisUsername' | 'redisPassword' | 'redisTls'>): RedisClient | null {
   const auth: RedisOptions = {
     ...(config.redisUsername ? { username: config.redisUsername } : {}),
     ...(config.redisPassword ? { password: config.redisPassword } : {}),

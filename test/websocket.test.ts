@@ -363,6 +363,35 @@ describe('session lifetime', () => {
     await upstreamClosed;
   });
 
+  it.each<[string, (mine: string, other: string) => Promise<void>]>([
+    [
+      'a_delete_of_its_handle_from_another_device',
+      async (_mine, other) => {
+        const listed = await request(b.url).get('/auth/sessions').set('Cookie', other);
+        const target = (listed.body as { sessions: { id: string; current: boolean }[] }).sessions.find((s) => !s.current);
+        if (!target) throw new Error('the first device is not listed');
+        expect((await request(b.url).delete(`/auth/sessions/${target.id}`).set('X-CSRF', '1').set('Cookie', other)).status).toBe(204);
+      },
+    ],
+    [
+      'sign_out_everywhere_from_another_device',
+      async (_mine, other) => {
+        expect((await request(b.url).post('/auth/logout').set('X-CSRF', '1').set('Cookie', other).send({ everywhere: true })).status).toBe(204);
+      },
+    ],
+  ])('%s_on_another_instance_closes_the_socket_within_5_s_with_1008', async (_name, endIt) => {
+    const mine = await signInCookie(a);
+    const other = await signInCookie(b);
+    const ws = await open(a, '/api/ws/echo', { cookie: mine });
+    const browserClosed = closed(ws);
+    const started = Date.now();
+    await endIt(mine, other);
+    const end = await browserClosed;
+    expect(end).toMatchObject({ code: 1008, reason: 'session_ended' });
+    expect(end.at - started).toBeLessThan(5000);
+    expect((await request(a.url).get('/api/auth/me').set('X-CSRF', '1').set('Cookie', mine)).status).toBe(401);
+  });
+
   it('a_refused_refresh_on_another_instance_closes_the_socket_with_1008', async () => {
     const cookie = await signInCookie(a);
     const ws = await open(a, '/api/ws/echo', { cookie });

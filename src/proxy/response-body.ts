@@ -163,7 +163,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
   const lastDecoder = decoders[decoders.length - 1];
   let encoder: Transform | null = null;
   let mode: BrowserCoding | 'decide' = plan.encode;
-  let head: Buffer[] = [];
+  let firstBytes: Buffer[] = [];
   let headSize = 0;
   let failed = false;
   let ended = false;
@@ -200,6 +200,23 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
     onFailure(err);
   };
 
+  // The head goes out with the first bytes of body (an event stream's at once): until then a
+  // stalled or broken upstream can still be answered with a clean 502/504 by the caller.
+  let head: Headers | null = null;
+  const writeHead = () => {
+    if (head === null) return;
+    sink.writeHead(plan.status, head);
+    head = null;
+  };
+  const sinkWrite = (c: Buffer): boolean => {
+    writeHead();
+    return sink.write(c);
+  };
+  const sinkEnd = () => {
+    writeHead();
+    sink.end();
+  };
+
   const start = (coding: BrowserCoding) => {
     mode = coding;
     const headers = { ...plan.headers };
@@ -209,7 +226,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       encoder = enc;
       let sinkFull = false;
       enc.on('data', (c: Buffer) => {
-        if (sink.write(c) || sinkFull) return;
+        if (sinkWrite(c) || sinkFull) return;
         sinkFull = true;
         enc.pause();
         sink.once('drain', () => {
@@ -218,22 +235,23 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
         });
       });
       enc.on('drain', resumeSource);
-      enc.on('end', () => sink.end());
+      enc.on('end', sinkEnd);
       enc.on('error', fail);
     }
-    sink.writeHead(plan.status, headers);
+    head = headers;
+    if (plan.stage === 'event-stream') writeHead();
   };
 
   let sinkWaiting = false;
   const send = (c: Buffer) => {
     if (failed || c.length === 0) return;
     if (mode === 'decide') {
-      head.push(c);
+      firstBytes.push(c);
       headSize += c.length;
       if (headSize < COMPRESS_MIN_BYTES) return;
       start(plan.browserCoding);
-      const h = head;
-      head = [];
+      const h = firstBytes;
+      firstBytes = [];
       headSize = 0;
       for (const x of h) send(x);
       return;
@@ -246,7 +264,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       }
       return;
     }
-    if (!sink.write(c) && !sinkWaiting) {
+    if (!sinkWrite(c) && !sinkWaiting) {
       sinkWaiting = true;
       pauseSource();
       sink.once('drain', () => {
@@ -274,13 +292,13 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
     if (mode === 'decide') {
       // Ended below the threshold: not worth compressing.
       start(headSize >= COMPRESS_MIN_BYTES ? plan.browserCoding : 'identity');
-      const h = head;
-      head = [];
+      const h = firstBytes;
+      firstBytes = [];
       for (const x of h) send(x);
     }
     ended = true;
     if (encoder) (encoder as Transform).end();
-    else sink.end();
+    else sinkEnd();
   };
 
   if (firstDecoder && lastDecoder) {

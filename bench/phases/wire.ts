@@ -10,12 +10,16 @@
  *     the bearer.
  *
  * Part of `npm run bench`; alone: `node dist/bench/phases/wire.js [--quick] [--rounds N]
- * [--seconds S] [--connections C] [--tool autocannon|wrk]`.
+ * [--seconds S] [--connections C] [--tool autocannon|wrk] [--wire-profile]`; `--wire-profile`
+ * runs cloakroom's side of (a) under --cpu-prof and prints where its main thread went.
  */
-import { loadavg } from 'node:os';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { constants, createBrotliDecompress } from 'node:zlib';
 import { request } from 'undici';
+import { formatProfile, summariseProfile } from '../lib/cpuprofile.js';
 import { cloakroomEnv, signIn, startBed, stopBed, type Bed, type BenchTarget } from '../lib/bed.js';
 import { parseArgs, type Options } from '../lib/options.js';
 import { procMemory, startServer, type ServerChild } from '../lib/processes.js';
@@ -60,9 +64,12 @@ async function fetchOnce(t: BenchTarget): Promise<{ wire: Buffer; coding: string
 }
 
 async function smallAnswers(bed: Bed, opts: Options, wireUp: ServerChild, bearer: string): Promise<WireSummary['small']> {
-  const bare = await startServer('bare-compress-proxy', 'bare-compress-proxy', { BENCH_UPSTREAM_URL: wireUp.url });
+  const profiling = process.argv.includes('--wire-profile');
+  const dirs = profiling ? [mkdtempSync(join(tmpdir(), 'bare-wire-prof-')), mkdtempSync(join(tmpdir(), 'cloakroom-wire-prof-'))] : [];
+  const prof = (i: number) => (dirs[i] ? ['--cpu-prof', '--cpu-prof-dir', dirs[i]] : []);
+  const bare = await startServer('bare-compress-proxy', 'bare-compress-proxy', { BENCH_UPSTREAM_URL: wireUp.url }, prof(0));
   bed.children.push(bare);
-  const cloak = await startServer('cloakroom-wire', 'cloakroom', cloakroomEnv({ redis: bed.redis, upstream: wireUp }, KEY));
+  const cloak = await startServer('cloakroom-wire', 'cloakroom', cloakroomEnv({ redis: bed.redis, upstream: wireUp }, KEY), prof(1));
   bed.children.push(cloak);
   const targets: BenchTarget[] = [
     { name: 'bare-compress-proxy', child: bare, url: `${bare.url}/api/wire/64k`, headers: { authorization: `Bearer ${bearer}`, 'accept-encoding': ACCEPT } },
@@ -94,8 +101,13 @@ async function smallAnswers(bed: Bed, opts: Options, wireUp: ServerChild, bearer
       errors: rs.reduce((a, x) => a + x.load.errors + x.load.non2xx, 0),
     };
   });
+  const served = [(await bare.stats()).requests, (await cloak.stats()).requests];
   await cloak.stop();
   await bare.stop();
+  dirs.forEach((dir, i) => {
+    const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+    if (file) log(`\nprofile of ${targets[i]?.name ?? '?'}: ${join(dir, file)}\n${formatProfile(summariseProfile(join(dir, file)), served[i])}`);
+  });
   const [b, c] = sides as [WireSide, WireSide];
   return { body: direct.length, sides, rpsRatio: c.rps / b.rps, bytesRatio: c.wireBytes / b.wireBytes };
 }

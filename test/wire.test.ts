@@ -173,6 +173,13 @@ describe('the bearer in any content type, escape or header', () => {
     }
   });
 
+  it('an_answer_in_a_coding_cloakroom_cannot_decode_is_refused_502_rather_than_passed_unchecked', async () => {
+    const r = await get(app, '/api/shape/json?coding=zstd', { 'accept-encoding': 'zstd, br' });
+    expect(r.status).toBe(502);
+    expect(JSON.parse(r.text)).toMatchObject({ error: 'upstream_unavailable' });
+    expectNoBearer(r.text, bearerFor('/api/shape/json'));
+  });
+
   it.each([
     ['over 8 MiB', 9 * 1024 * 1024],
     ['of 20 MB', 20_000_000],

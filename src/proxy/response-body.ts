@@ -122,6 +122,9 @@ export function createBodyStage(stage: BodyPlan['stage'], secrets: SecretSet): B
   return stage === 'json' ? chain(createJsonCleaner(), scrubber) : scrubber;
 }
 
+/** Bytes gathered for one zlib write at most (the encoders' own buffer size, encoding.ts). */
+const ENCODER_BATCH = 64 * 1024;
+
 /** The browser's response, as much of `ServerResponse` as the writer uses. */
 export interface ResponseSink {
   writeHead(status: number, headers: Headers): unknown;
@@ -168,6 +171,8 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
   let failed = false;
   let ended = false;
   let flushQueued = false;
+  let queued: Buffer[] = [];
+  let queuedSize = 0;
 
   const pauses = new Set<string>();
   const pause = (why: string) => {
@@ -257,7 +262,11 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       return;
     }
     if (encoder) {
-      if (!encoder.write(c)) pauseSource();
+      // Gathered until upstream has nothing more for now (or 64 KiB): each zlib write is a
+      // trip to the thread pool, and the stages' held-back tails would each cost one more.
+      queued.push(c);
+      queuedSize += c.length;
+      if (queuedSize >= ENCODER_BATCH) writeQueued();
       if (!flushQueued) {
         flushQueued = true;
         setImmediate(flushEncoder);
@@ -273,17 +282,26 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       });
     }
   };
-  // One write per upstream chunk: each zlib write is a round trip to the thread pool, and
-  // the stages hand back a held-back tail and the bulk as two pieces.
+  // The stages hand back a held-back tail and the bulk as two pieces: one socket write per
+  // upstream chunk; toward an encoder the pieces are gathered anyway (writeQueued), once.
   const sendAll = (outs: Buffer[]) => {
-    if (outs.length === 1) send(outs[0] as Buffer);
+    if (outs.length === 1 || (encoder && mode !== 'decide')) for (const o of outs) send(o);
     else if (outs.length > 1) send(Buffer.concat(outs));
+  };
+  const writeQueued = () => {
+    if (queued.length === 0 || !encoder) return;
+    const one = queued.length === 1 ? (queued[0] as Buffer) : Buffer.concat(queued, queuedSize);
+    queued = [];
+    queuedSize = 0;
+    if (!encoder.write(one)) pauseSource();
   };
   const flushEncoder = () => {
     flushQueued = false;
     const enc = encoder as (Transform & { flush?: (cb?: () => void) => void }) | null;
+    if (!enc || ended || failed) return;
+    writeQueued();
     // Paused for backpressure means more is coming, not that upstream went quiet.
-    if (enc && !ended && !failed && !sourcePaused && pauses.size === 0) enc.flush?.();
+    if (!sourcePaused && pauses.size === 0) enc.flush?.();
   };
 
   const finish = () => {
@@ -297,8 +315,10 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       for (const x of h) send(x);
     }
     ended = true;
-    if (encoder) (encoder as Transform).end();
-    else sinkEnd();
+    if (encoder) {
+      writeQueued();
+      (encoder as Transform).end();
+    } else sinkEnd();
   };
 
   if (firstDecoder && lastDecoder) {

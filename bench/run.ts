@@ -28,6 +28,7 @@ import { pacedPhase } from './phases/paced.js';
 import { profileRun } from './phases/profile.js';
 import { stormPhase } from './phases/storm.js';
 import { throughputPhase } from './phases/throughput.js';
+import { wirePhase } from './phases/wire.js';
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
@@ -60,6 +61,7 @@ async function main(): Promise<void> {
     const through = await throughputPhase(bed, targets, opts);
     const rss = await rssPhase(bed, opts);
     const storm = await stormPhase(bed, opts, byName('bare-proxy'));
+    await wirePhase(bed, opts); // prints its own section (answer bodies: compression, 20 MB answers)
     printReport({ through, pacedRes, pacedPeakMb, rss, storm, started }, opts);
   } finally {
     await stopBed(bed);

@@ -1,6 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { describe, expect, it } from '@jest/globals';
+import { UPSTREAM_ACCEPT_ENCODING } from '../src/proxy/encoding.js';
 import { requestHeadersToForward, responseHeadersToReturn } from '../src/proxy/header-rules.js';
+import { applyBodyRequestRules } from '../src/proxy/response-body.js';
 
 const TOKEN = 'at_test-access-token-0123456789';
 const FORWARDED = { for: '203.0.113.7', proto: 'https', host: 'app.example.com' } as const;
@@ -47,7 +49,9 @@ const forwarded: [string, string, string][] = [
   ['an application header', 'x-tenant', 'coworking-1'],
   ['accept-language', 'accept-language', 'de-CH'],
   ['a conditional request', 'if-none-match', '"v1"'],
+  // These two pass the general rules; the body rules below then settle them.
   ['a range', 'range', 'bytes=0-99'],
+  ['the browser accept-encoding', 'accept-encoding', 'br, gzip'],
 ];
 
 describe('request headers to forward', () => {
@@ -108,6 +112,15 @@ describe('request headers to forward', () => {
 
   it('keeps the declared length of a body that streams through', () => {
     expect(forward({ 'content-length': '2097152' }, true)['content-length']).toBe('2097152');
+  });
+
+  it('with the body rules after them, no range reaches upstream and only codings cloakroom decodes are asked for', () => {
+    const out = forward({ range: 'bytes=55-70', 'if-range': '"v1"', 'accept-encoding': 'zstd, br, gzip', accept: 'application/json' });
+    applyBodyRequestRules(out, UPSTREAM_ACCEPT_ENCODING);
+    expect(out).not.toHaveProperty('range');
+    expect(out).not.toHaveProperty('if-range');
+    expect(out['accept-encoding']).toBe('identity');
+    expect(out.accept).toBe('application/json');
   });
 
   it('keeps repeated values as a list', () => {

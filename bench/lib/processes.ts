@@ -23,7 +23,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export async function startServer(
   name: string,
-  script: 'upstream' | 'bare-proxy' | 'cloakroom' | 'reference-bff',
+  script: 'upstream' | 'bare-proxy' | 'cloakroom' | 'reference-bff' | 'wire-upstream' | 'bare-compress-proxy',
   env: Record<string, string>,
   execArgv: string[] = [],
 ): Promise<ServerChild> {

@@ -7,10 +7,13 @@ import type { SessionTokens } from '../core/token-vault.js';
 import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../core/upstream-paths.js';
 import type { Tracing } from '../tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
+import { UPSTREAM_ACCEPT_ENCODING } from './encoding.js';
 import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
 import { directForwarding } from './forwarding.js';
 import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
 import { BODY_IDLE_TIMEOUT_MS, readRequestBody, type RequestBody } from './replayable-body.js';
+import { applyBodyRequestRules } from './response-body.js';
+import { secretSet, type SecretSet } from './secret-scrubber.js';
 
 export { REPLAY_LIMIT } from './replayable-body.js';
 
@@ -27,6 +30,22 @@ function createPathVerdicts(forbidden: readonly string[]): (rawPath: string) => 
     const verdict = apiPathVerdict(rawPath, forbidden);
     if (rawPath.length <= 256) verdicts.set(rawPath, verdict);
     return verdict;
+  };
+}
+
+/**
+ * The session's tokens as the scrubber searches for them, prepared once per token record:
+ * the token cache hands out the same record object until a refresh replaces it.
+ */
+function createSecretSets(): (tokens: SessionTokens) => SecretSet {
+  const sets = new WeakMap<SessionTokens, SecretSet>();
+  return (tokens) => {
+    let set = sets.get(tokens);
+    if (set === undefined) {
+      set = secretSet([tokens.accessToken, tokens.refreshToken]);
+      sets.set(tokens, set);
+    }
+    return set;
   };
 }
 
@@ -59,6 +78,8 @@ export function createApiProxy(deps: ApiProxyDeps) {
   const forwarding = deps.forwarding ?? directForwarding;
   const { tracing } = deps;
 
+  const secretsOf = createSecretSets();
+
   const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
     const headers = requestHeadersToForward(req.headers, {
       accessToken: tokens.accessToken,
@@ -67,10 +88,13 @@ export function createApiProxy(deps: ApiProxyDeps) {
       ...(deps.requestId ? { requestId: deps.requestId(req) } : {}),
       tracing: tracing !== undefined,
     });
+    // No Range (a token could be pieced together from parts) and no coding we cannot decode.
+    applyBodyRequestRules(headers, UPSTREAM_ACCEPT_ENCODING);
+    const opts = { method: req.method ?? 'GET', acceptEncoding: req.headers['accept-encoding'], secrets: secretsOf(tokens), bodyTimeoutMs: upstream.timeoutMs, replayable };
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod;
     const span = tracing?.startUpstream(method, headers);
     const sent = new Promise<Outcome>((resolve, reject) => {
-      upstream.dispatch({ method, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data }, new ProxyExchange(req, res, tokens, replayable, resolve, reject, deps));
+      upstream.dispatch({ method, path: req.url ?? '/', headers, body: body.kind === 'none' ? null : body.data }, new ProxyExchange(req, res, opts, resolve, reject, deps));
     });
     if (!span) return sent;
     return sent.then(

@@ -1,12 +1,10 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { Dispatcher } from 'undici';
-import type { SessionTokens } from '../core/token-vault.js';
-import { stripTokenFields } from '../core/token-fields.js';
+import { errors as undiciErrors, type Dispatcher } from 'undici';
+import { errors } from '../errors.js';
 import { classifyUpstreamError, failureToError } from '../upstream/client.js';
-import { responseHeadersToReturn, type HeaderMap } from './header-rules.js';
-
-/** JSON answers up to this size are inspected for token fields before they reach the browser. */
-const JSON_SCAN_LIMIT = 8 << 20;
+import { responseHeadersToReturn } from './header-rules.js';
+import { createBodyWriter, planResponse, type BodyWriter } from './response-body.js';
+import type { SecretSet } from './secret-scrubber.js';
 
 export interface ExchangeHooks {
   /** Time to upstream response headers (metrics, the request's access log line). */
@@ -17,7 +15,16 @@ export interface ExchangeHooks {
 /** `rejected`: upstream answered 401 to a request we may replay, and nothing was written. */
 export type Outcome = 'done' | 'rejected';
 
-const isJson = (type: string | string[] | undefined) => typeof type === 'string' && /[/+]json\b/i.test(type);
+export interface ExchangeRequest {
+  method: string;
+  /** The browser's Accept-Encoding (upstream is asked for identity; see encoding.ts). */
+  acceptEncoding: string | string[] | undefined;
+  /** The session's own tokens, never to reach the browser (secret-scrubber.ts). */
+  secrets: SecretSet;
+  /** Upstream silent this long mid-body (not paused by us, not an event stream): 504 or a cut body. */
+  bodyTimeoutMs: number;
+  replayable: boolean;
+}
 
 /**
  * One upstream exchange written straight into the browser's response, on undici's handler
@@ -26,137 +33,167 @@ const isJson = (type: string | string[] | undefined) => typeof type === 'string'
  * proxy's to about 1.2x; docs/performance.md). undici hands 1xx answers to such a handler too.
  *
  * - 401 on a replayable request: nothing is written; the caller refreshes and replays.
- * - HEAD, 204, 304: headers only.
- * - Uncompressed JSON up to JSON_SCAN_LIMIT: buffered, cleaned of token fields, sent whole.
- *   A longer one (chunked, so not known up front) is streamed on unchanged, buffered part first.
- * - Anything else streams with backpressure (pause while the browser's socket is full); a
+ * - The answer's fate is planned from its status and headers (response-body.ts): refused
+ *   (a coding that cannot be checked: 502), headers only (HEAD, 204, 304), or a body carried
+ *   chunk by chunk through decoding, token-field and secret removal and the browser's coding.
+ * - Backpressure: the writer pauses upstream while the browser's socket (or zlib) is full; a
  *   browser that goes away aborts the upstream request.
+ * - Body inactivity: undici's own bodyTimeout is off for the proxy (client.ts) because an
+ *   open event stream may rightly stay quiet for longer than UPSTREAM_TIMEOUT; this handler
+ *   enforces it for every other answer, and not while it has paused upstream itself.
  *
- * A failure before anything was written rejects with the contract's 502/504; after that, all
- * that can be done is to cut the browser's connection so it sees a broken body.
+ * A failure before anything was written rejects with the contract's 502/504 (the writer
+ * sends its head with the first body bytes, so a stall right after upstream's headers is
+ * still a clean 504); after that, all that can be done is to cut the browser's connection.
  */
 export class ProxyExchange implements Dispatcher.DispatchHandler {
-  private mode: 'waiting' | 'ignore' | 'buffer' | 'stream' = 'waiting';
+  private mode: 'waiting' | 'ignore' | 'body' = 'waiting';
   private settled = false;
   private controller: Dispatcher.DispatchController | null = null;
-  private status = 0;
-  private headers: HeaderMap = {};
-  private chunks: Buffer[] = [];
-  private size = 0;
-  private paused = false;
+  private body: BodyWriter | null = null;
   private readonly started = performance.now();
+  // Body inactivity, without touching a timer per chunk: a chunk only stamps the time.
+  private lastData = 0;
+  private upstreamPaused = false;
+  private idleTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly tokens: SessionTokens,
-    private readonly replayable: boolean,
+    private readonly opts: ExchangeRequest,
     private readonly resolve: (outcome: Outcome) => void,
     private readonly reject: (err: unknown) => void,
     private readonly deps: ExchangeHooks,
   ) {}
 
   private settle(outcome: Outcome): void {
+    this.stopIdleTimer();
     if (this.settled) return;
     this.settled = true;
     this.resolve(outcome);
+  }
+
+  private fail(err: unknown): void {
+    this.stopIdleTimer();
+    if (this.settled) return;
+    this.settled = true;
+    this.reject(err);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
   }
 
-  onResponseStart(_controller: Dispatcher.DispatchController, status: number, upstreamHeaders: IncomingHttpHeaders): void {
+  onResponseStart(controller: Dispatcher.DispatchController, status: number, upstreamHeaders: IncomingHttpHeaders): void {
     // 102 Processing, 103 Early Hints: undici hands them to a raw handler too; the answer follows.
     if (status < 200) return;
     this.deps.observeUpstream?.((performance.now() - this.started) / 1000, this.req, status);
-    if (status === 401 && this.replayable) {
+    if (status === 401 && this.opts.replayable) {
       this.mode = 'ignore';
       this.settle('rejected');
       return;
     }
-    const headers = responseHeadersToReturn(upstreamHeaders);
-    this.status = status;
-    this.headers = headers;
-    if (this.req.method === 'HEAD' || status === 204 || status === 304) {
+    const { secrets } = this.opts;
+    const plan = planResponse({ method: this.req.method ?? 'GET', status, headers: responseHeadersToReturn(upstreamHeaders), acceptEncoding: this.opts.acceptEncoding, secrets });
+    if (plan.kind === 'refuse') {
+      // A coding cloakroom cannot decode is a body it cannot check: nothing of it goes out.
       this.mode = 'ignore';
-      this.res.writeHead(status, headers);
+      const err = new Error(`upstream answered in a content coding cloakroom cannot check (${plan.reason})`);
+      this.fail(errors.upstreamUnavailable(err));
+      controller.abort(err);
+      return;
+    }
+    if (plan.kind === 'no-body') {
+      this.mode = 'ignore';
+      this.res.writeHead(plan.status, plan.headers);
       this.res.end();
       this.settle('done');
       return;
     }
-    const declared = Number(upstreamHeaders['content-length'] ?? NaN);
-    const encoding = upstreamHeaders['content-encoding'];
-    const encoded = encoding !== undefined && encoding !== 'identity';
-    if (isJson(upstreamHeaders['content-type']) && !encoded && !(declared > JSON_SCAN_LIMIT)) {
-      this.mode = 'buffer';
-      return;
-    }
-    this.startStreaming();
-  }
-
-  private startStreaming(): void {
-    this.mode = 'stream';
-    this.res.writeHead(this.status, this.headers);
+    this.mode = 'body';
+    // The writer pauses and resumes upstream through this, so the idle check knows who is waiting.
+    const flow = {
+      pause: () => {
+        this.upstreamPaused = true;
+        controller.pause();
+      },
+      resume: () => {
+        this.upstreamPaused = false;
+        this.lastData = performance.now();
+        controller.resume();
+      },
+    };
+    this.body = createBodyWriter(plan, secrets, this.res, flow, (err) => this.failMidBody(err));
     // The browser went away mid-answer: stop reading from upstream.
     this.res.once('close', () => {
-      if (!this.res.writableFinished) this.controller?.abort(new Error('the browser closed the connection'));
+      if (this.res.writableFinished) return;
+      this.body?.abort();
+      this.controller?.abort(new Error('the browser closed the connection'));
     });
-  }
-
-  private write(chunk: Buffer): void {
-    // Paused once per full socket: the head of an overlong JSON answer is written in one go,
-    // and one 'drain' listener per write would pile up (MaxListenersExceededWarning).
-    if (this.res.write(chunk) || this.paused) return;
-    this.paused = true;
-    this.controller?.pause();
-    this.res.once('drain', () => {
-      this.paused = false;
-      this.controller?.resume();
-    });
+    if (plan.stage !== 'event-stream' && this.opts.bodyTimeoutMs > 0) this.startIdleTimer();
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
-    if (this.mode === 'buffer') {
-      this.chunks.push(chunk);
-      this.size += chunk.length;
-      if (this.size <= JSON_SCAN_LIMIT) return;
-      // Longer than the limit without saying so up front: streamed unchanged, like a declared one.
-      this.startStreaming();
-      const head = this.chunks;
-      this.chunks = [];
-      for (const c of head) this.write(c);
-    } else if (this.mode === 'stream') {
-      this.write(chunk);
-    }
+    if (this.mode !== 'body') return;
+    this.lastData = performance.now();
+    this.body?.onData(chunk);
   }
 
   onResponseEnd(): void {
-    if (this.mode === 'buffer') {
-      const buffered = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.size);
-      this.chunks = [];
-      const cleaned = stripTokenFields(buffered, [this.tokens.accessToken, this.tokens.refreshToken ?? '']);
-      if (cleaned !== buffered) delete this.headers.etag;
-      // Always a length: a chunked upstream answer becomes a plain one once it is whole.
-      this.headers['content-length'] = String(cleaned.length);
-      this.res.writeHead(this.status, this.headers);
-      this.res.end(cleaned);
-    } else if (this.mode === 'stream') {
-      this.res.end();
-    }
+    if (this.mode === 'body') this.body?.onEnd();
     this.settle('done');
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    this.body?.abort();
     if (this.settled) return;
-    if (this.mode === 'stream' || this.res.headersSent) {
+    if (this.res.headersSent) {
       // Headers are out: all we can do is cut the connection so the browser sees a broken body.
       this.deps.onStreamError?.(err, this.req);
       this.res.destroy();
       this.settle('done');
       return;
     }
-    this.settled = true;
-    this.reject(failureToError(classifyUpstreamError(err), err));
+    this.fail(failureToError(classifyUpstreamError(err), err));
+  }
+
+  /** A coding turned out corrupt mid-body: like an upstream that breaks off. */
+  private failMidBody(err: Error): void {
+    this.controller?.abort(err);
+    if (this.settled) {
+      this.res.destroy();
+      return;
+    }
+    if (this.res.headersSent) {
+      this.deps.onStreamError?.(err, this.req);
+      this.res.destroy();
+      this.settle('done');
+      return;
+    }
+    this.fail(errors.upstreamUnavailable(err));
+  }
+
+  private startIdleTimer(): void {
+    const limit = this.opts.bodyTimeoutMs;
+    this.lastData = performance.now();
+    const check = () => {
+      this.idleTimer = null;
+      if (this.settled) return;
+      const idle = performance.now() - this.lastData;
+      if (this.upstreamPaused || idle < limit) {
+        this.idleTimer = setTimeout(check, this.upstreamPaused ? limit : limit - idle);
+        this.idleTimer.unref();
+        return;
+      }
+      this.controller?.abort(new undiciErrors.BodyTimeoutError());
+    };
+    this.idleTimer = setTimeout(check, limit);
+    this.idleTimer.unref();
+  }
+
+  private stopIdleTimer(): void {
+    if (this.idleTimer === null) return;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = null;
   }
 }

@@ -10,14 +10,15 @@ export type HeaderMap = Record<string, string | string[]>;
 
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade'];
 // Browser credentials and our own anti-forgery marker stay here; Host becomes the upstream's.
-// Accept-Encoding is dropped so answers arrive uncompressed and can be checked for token fields.
+// Accept-Encoding and Range are the answer body's business: response-body.ts's
+// applyBodyRequestRules sets the one and drops the other after these rules.
 // Headers servers act on as if a trusted front end had set them: a path or method override
 // (`X-Original-URL: /api/token` routes past our path checks), a client address, Nexudus's
 // `client_id`. Ours to set, never the browser's.
 const SERVER_DIRECTIVES = ['x-original-url', 'x-rewrite-url', 'x-http-method-override', 'x-http-method', 'x-method-override', 'forwarded', 'x-real-ip', 'client_id', 'cookie2'];
 // The request id and trace context are cloakroom's to send: the browser's only once validated (below).
 const OBSERVATION = ['x-request-id', 'traceparent', 'tracestate'];
-const NEVER_FORWARDED = new Set([...HOP_BY_HOP, ...SERVER_DIRECTIVES, ...OBSERVATION, 'host', 'cookie', 'authorization', 'x-csrf', 'expect', 'accept-encoding', 'content-length']);
+const NEVER_FORWARDED = new Set([...HOP_BY_HOP, ...SERVER_DIRECTIVES, ...OBSERVATION, 'host', 'cookie', 'authorization', 'x-csrf', 'expect', 'content-length']);
 /**
  * Any `X-Forwarded-*` (set below from what cloakroom knows), and any name with an underscore:
  * nginx and CGI-style servers fold `_` and `-` together, so `X_Forwarded_For` or `Client-Id`

@@ -122,6 +122,9 @@ export function createBodyStage(stage: BodyPlan['stage'], secrets: SecretSet): B
   return stage === 'json' ? chain(createJsonCleaner(), scrubber) : scrubber;
 }
 
+/** Bytes gathered for one zlib write at most (the encoders' own buffer size, encoding.ts). */
+const ENCODER_BATCH = 64 * 1024;
+
 /** The browser's response, as much of `ServerResponse` as the writer uses. */
 export interface ResponseSink {
   writeHead(status: number, headers: Headers): unknown;
@@ -163,11 +166,13 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
   const lastDecoder = decoders[decoders.length - 1];
   let encoder: Transform | null = null;
   let mode: BrowserCoding | 'decide' = plan.encode;
-  let head: Buffer[] = [];
+  let firstBytes: Buffer[] = [];
   let headSize = 0;
   let failed = false;
   let ended = false;
   let flushQueued = false;
+  let queued: Buffer[] = [];
+  let queuedSize = 0;
 
   const pauses = new Set<string>();
   const pause = (why: string) => {
@@ -200,6 +205,23 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
     onFailure(err);
   };
 
+  // The head goes out with the first bytes of body (an event stream's at once): until then a
+  // stalled or broken upstream can still be answered with a clean 502/504 by the caller.
+  let head: Headers | null = null;
+  const writeHead = () => {
+    if (head === null) return;
+    sink.writeHead(plan.status, head);
+    head = null;
+  };
+  const sinkWrite = (c: Buffer): boolean => {
+    writeHead();
+    return sink.write(c);
+  };
+  const sinkEnd = () => {
+    writeHead();
+    sink.end();
+  };
+
   const start = (coding: BrowserCoding) => {
     mode = coding;
     const headers = { ...plan.headers };
@@ -209,7 +231,7 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       encoder = enc;
       let sinkFull = false;
       enc.on('data', (c: Buffer) => {
-        if (sink.write(c) || sinkFull) return;
+        if (sinkWrite(c) || sinkFull) return;
         sinkFull = true;
         enc.pause();
         sink.once('drain', () => {
@@ -218,35 +240,40 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
         });
       });
       enc.on('drain', resumeSource);
-      enc.on('end', () => sink.end());
+      enc.on('end', sinkEnd);
       enc.on('error', fail);
     }
-    sink.writeHead(plan.status, headers);
+    head = headers;
+    if (plan.stage === 'event-stream') writeHead();
   };
 
   let sinkWaiting = false;
   const send = (c: Buffer) => {
     if (failed || c.length === 0) return;
     if (mode === 'decide') {
-      head.push(c);
+      firstBytes.push(c);
       headSize += c.length;
       if (headSize < COMPRESS_MIN_BYTES) return;
       start(plan.browserCoding);
-      const h = head;
-      head = [];
+      const h = firstBytes;
+      firstBytes = [];
       headSize = 0;
       for (const x of h) send(x);
       return;
     }
     if (encoder) {
-      if (!encoder.write(c)) pauseSource();
+      // Gathered until upstream has nothing more for now (or 64 KiB): each zlib write is a
+      // trip to the thread pool, and the stages' held-back tails would each cost one more.
+      queued.push(c);
+      queuedSize += c.length;
+      if (queuedSize >= ENCODER_BATCH) writeQueued();
       if (!flushQueued) {
         flushQueued = true;
         setImmediate(flushEncoder);
       }
       return;
     }
-    if (!sink.write(c) && !sinkWaiting) {
+    if (!sinkWrite(c) && !sinkWaiting) {
       sinkWaiting = true;
       pauseSource();
       sink.once('drain', () => {
@@ -255,17 +282,26 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
       });
     }
   };
-  // One write per upstream chunk: each zlib write is a round trip to the thread pool, and
-  // the stages hand back a held-back tail and the bulk as two pieces.
+  // The stages hand back a held-back tail and the bulk as two pieces: one socket write per
+  // upstream chunk; toward an encoder the pieces are gathered anyway (writeQueued), once.
   const sendAll = (outs: Buffer[]) => {
-    if (outs.length === 1) send(outs[0] as Buffer);
+    if (outs.length === 1 || (encoder && mode !== 'decide')) for (const o of outs) send(o);
     else if (outs.length > 1) send(Buffer.concat(outs));
+  };
+  const writeQueued = () => {
+    if (queued.length === 0 || !encoder) return;
+    const one = queued.length === 1 ? (queued[0] as Buffer) : Buffer.concat(queued, queuedSize);
+    queued = [];
+    queuedSize = 0;
+    if (!encoder.write(one)) pauseSource();
   };
   const flushEncoder = () => {
     flushQueued = false;
     const enc = encoder as (Transform & { flush?: (cb?: () => void) => void }) | null;
+    if (!enc || ended || failed) return;
+    writeQueued();
     // Paused for backpressure means more is coming, not that upstream went quiet.
-    if (enc && !ended && !failed && !sourcePaused && pauses.size === 0) enc.flush?.();
+    if (!sourcePaused && pauses.size === 0) enc.flush?.();
   };
 
   const finish = () => {
@@ -274,13 +310,15 @@ export function createBodyWriter(plan: BodyPlan, secrets: SecretSet, sink: Respo
     if (mode === 'decide') {
       // Ended below the threshold: not worth compressing.
       start(headSize >= COMPRESS_MIN_BYTES ? plan.browserCoding : 'identity');
-      const h = head;
-      head = [];
+      const h = firstBytes;
+      firstBytes = [];
       for (const x of h) send(x);
     }
     ended = true;
-    if (encoder) (encoder as Transform).end();
-    else sink.end();
+    if (encoder) {
+      writeQueued();
+      (encoder as Transform).end();
+    } else sinkEnd();
   };
 
   if (firstDecoder && lastDecoder) {

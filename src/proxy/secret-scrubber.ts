@@ -239,10 +239,32 @@ export function createSecretScrubber(set: SecretSet): BodyStage {
     tail = cut < data.length ? Buffer.from(data.subarray(cut)) : Buffer.alloc(0);
     return out;
   };
+  /**
+   * The held tail and a large chunk, without copying the chunk behind the tail: an occurrence
+   * that starts in the tail is at most holdBack + 1 bytes long, so it ends within the seam
+   * (the tail and the chunk's first holdBack bytes); every other one lies in the chunk itself.
+   */
+  const acrossSeam = (chunk: Buffer): Buffer[] => {
+    const t = tail.length;
+    const seam = Buffer.concat([tail, chunk.subarray(0, hold)]);
+    const out: Buffer[] = [];
+    let at = 0;
+    for (const [s, e] of findSecrets(seam, set.secrets)) {
+      if (s >= t) break;
+      if (s > at) out.push(seam.subarray(at, s));
+      out.push(redaction(e - s));
+      at = e;
+    }
+    if (at < t) out.push(seam.subarray(at, t));
+    out.push(...run(chunk.subarray(Math.max(0, at - t)), false));
+    return out;
+  };
   return {
     push(chunk) {
       if (hold === 0) return chunk.length > 0 ? [chunk] : [];
-      return run(tail.length > 0 ? Buffer.concat([tail, chunk]) : chunk, false);
+      if (tail.length === 0) return run(chunk, false);
+      if (chunk.length > 4 * hold) return acrossSeam(chunk);
+      return run(Buffer.concat([tail, chunk]), false);
     },
     end() {
       if (hold === 0 || tail.length === 0) return [];

@@ -12,7 +12,11 @@ export interface UpstreamClient {
   readonly dispatcher: Dispatcher;
   readonly timeoutMs: number;
   request(opts: UpstreamRequest): Promise<Dispatcher.ResponseData>;
-  /** The same request with a raw handler: no Readable and no promise per answer (the proxy's hot path). */
+  /**
+   * The same request with a raw handler: no Readable and no promise per answer (the proxy's
+   * hot path). Only the headers timeout applies: an event stream may stay quiet for longer,
+   * so the handler enforces the body timeout itself where it applies (proxy/exchange.ts).
+   */
   dispatch(opts: Omit<UpstreamRequest, 'signal'>, handler: Dispatcher.DispatchHandler): void;
   close(): Promise<void>;
 }
@@ -49,7 +53,7 @@ export function createUpstreamClient(upstreamUrl: string, timeoutMs: number, dis
     timeoutMs,
     request: (opts) => agent.request({ ...options(opts), ...(opts.signal ? { signal: opts.signal } : {}) }),
     dispatch: (opts, handler) => {
-      agent.dispatch(options(opts), handler);
+      agent.dispatch({ ...options(opts), bodyTimeout: 0 }, handler);
     },
     close: () => agent.close(),
   };

@@ -10,6 +10,7 @@ import { createRedisGuard } from './redis-guard.js';
 import { createRedisTokenStore } from './redis-token-store.js';
 import { createRedisSessionRecordStore } from './session-record-store.js';
 import type { TokenStore } from './token-store.js';
+import { createClusterTrackedTokenStore } from './cluster-tracking.js';
 import { createTrackedTokenStore, type TrackedTokenStore } from './tracked-token-store.js';
 
 export interface Backends {
@@ -51,14 +52,14 @@ export function createBackends(deps: {
   }
   const guard = createRedisGuard(deps.onRedisError);
   const redisTokens = createRedisTokenStore(redis, { guard, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) });
-  // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
-  // Sentinel; a Cluster would need a tracking connection per node, not done yet).
-  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis) : null;
+  // The proxy's one read is served locally while Redis tracking keeps it exact: one tracking
+  // connection for one Redis (standalone, Sentinel), one per master on a Cluster.
+  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis) : createClusterTrackedTokenStore(redisTokens, redis);
   return {
     tokens: tracked ?? redisTokens,
     sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard }),
     oidc: createRedisOidcStore(redis, guard),
     throttle: { guard, limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
-    close: () => tracked?.close(),
+    close: () => tracked.close(),
   };
 }

@@ -20,8 +20,8 @@ export interface Topology {
   pingUrl: string;
   /** Calls per command summed over the servers that are masters now. */
   counts(): Promise<CommandCounts>;
-  /** SIGKILLs the master that holds the session's keys; its port. */
-  killMasterOf(sid: string): Promise<number>;
+  /** Finds the master that holds the session's keys now; `kill()` SIGKILLs it (no lookup left then). */
+  masterOf(sid: string): Promise<{ port: number; kill(): Promise<void> }>;
   /** Waits until the master of the session's keys has every write acknowledged by a replica. */
   syncReplicas(sid: string): Promise<void>;
   describe(): string;
@@ -69,10 +69,7 @@ export async function startTopology(kind: TopologyKind): Promise<Topology> {
       env: { REDIS_URL: redis.url },
       pingUrl: redis.url,
       counts: () => probes.countMasters([redis]),
-      killMasterOf: async () => {
-        await redis.stop();
-        return redis.port;
-      },
+      masterOf: async () => ({ port: redis.port, kill: () => redis.stop() }),
       syncReplicas: async () => undefined,
       describe: () => `one redis-server on ${redis.port}`,
       stop: async () => {
@@ -84,7 +81,7 @@ export async function startTopology(kind: TopologyKind): Promise<Topology> {
   if (kind === 'cluster') {
     const cluster = await startCluster({ masters: 3, replicasPerMaster: 1, nodeTimeoutMs: 1000 });
     const all = [...cluster.nodes, ...cluster.replicas];
-    const masterOf = async (sid: string): Promise<number> => {
+    const masterPortOf = async (sid: string): Promise<number> => {
       const slot = keySlot(`cr:tok:${sid}`);
       for (const n of all) {
         if (n.pid === undefined) continue;
@@ -99,13 +96,13 @@ export async function startTopology(kind: TopologyKind): Promise<Topology> {
       env: { REDIS_CLUSTER_NODES: cluster.nodes.map((n) => `127.0.0.1:${n.port}`).join(',') },
       pingUrl: `redis://127.0.0.1:${cluster.nodes[0]?.port ?? 0}`,
       counts: () => probes.countMasters(all),
-      killMasterOf: async (sid) => {
-        const port = await masterOf(sid);
-        await all.find((n) => n.port === port)?.stop();
-        return port;
+      masterOf: async (sid) => {
+        const port = await masterPortOf(sid);
+        const server = all.find((n) => n.port === port);
+        return { port, kill: async () => server?.stop() };
       },
       syncReplicas: async (sid) => {
-        await probes.of(await masterOf(sid)).call('WAIT', '1', '2000');
+        await probes.of(await masterPortOf(sid)).call('WAIT', '1', '2000');
       },
       describe: () => `Redis Cluster: 3 masters (${cluster.nodes.map((n) => n.port).join(', ')}), one replica each, node timeout 1 s`,
       stop: async () => {
@@ -136,10 +133,10 @@ export async function startTopology(kind: TopologyKind): Promise<Topology> {
     env: { REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`, REDIS_SENTINEL_NAME: SENTINEL_NAME },
     pingUrl: master.url,
     counts: () => probes.countMasters(servers),
-    killMasterOf: async () => {
+    masterOf: async () => {
       const port = await currentMaster();
-      await servers.find((s) => s.port === port)?.stop();
-      return port;
+      const server = servers.find((x) => x.port === port);
+      return { port, kill: async () => server?.stop() };
     },
     syncReplicas: async () => {
       await probes.of(await currentMaster()).call('WAIT', '1', '2000');

@@ -92,8 +92,10 @@ export async function failoverPhase(bed: Bed, opts: Options): Promise<FailoverSu
     void p.finally(() => inflight.delete(p));
   };
 
+  // Looked up now: at the kill's moment there is nothing left to ask.
+  const victim = await bed.topology.masterOf(sidOf(cookies[0] ?? ''));
+  const killedPort = victim.port;
   // The cache state, from the kill on, every 50 ms.
-  let killedPort = 0;
   let killed = false;
   let cacheSeenOff = false;
   let cacheBackMs: number | null = null;
@@ -120,7 +122,7 @@ export async function failoverPhase(bed: Bed, opts: Options): Promise<FailoverSu
       const now = performance.now() - start;
       if (!killed && now >= killAtMs) {
         killed = true;
-        void bed.topology.killMasterOf(sidOf(cookies[0] ?? '')).then((port) => (killedPort = port));
+        void victim.kill();
       }
       const due = Math.min(total, Math.floor(now / interval) + 1);
       while (sent < due) fire(sent++);

@@ -30,18 +30,20 @@ export function keySlot(key: string): number {
 
 const nodeKeyOf = (r: Redis): string => `${r.options.host ?? '127.0.0.1'}:${r.options.port ?? 6379}`;
 
-/** The slot map as ranges of one master, for comparing two maps cheaply. */
-function slotOwners(cluster: Cluster): string {
+/** The slot map as ranges of one master (for comparing two maps cheaply), and its masters. */
+function slotOwners(cluster: Cluster): { map: string; owners: Set<string> } {
   const parts: string[] = [];
+  const owners = new Set<string>();
   let last: string | undefined;
   for (let s = 0; s < 16384; s++) {
     const owner = cluster.slots[s]?.[0] ?? '';
     if (owner !== last) {
       parts.push(`${s}=${owner}`);
+      owners.add(owner);
       last = owner;
     }
   }
-  return parts.join(',');
+  return { map: parts.join(','), owners };
 }
 
 export interface ClusterTrackingOptions extends TrackedStoreOptions {
@@ -68,6 +70,8 @@ export function createClusterTrackedTokenStore(inner: TokenStore, cluster: Clust
     (hooks: TopologyHooks): TrackingTopology => {
       const trackers = new Map<string, InvalidationTracker>();
       let owners = '';
+      // Every master the slot map names, as of the last sync ('' for an unassigned slot).
+      let slotMasters = new Set<string>();
       let closed = false;
       let refreshAsked = 0;
       const wrapped: TopologyHooks = {
@@ -109,8 +113,9 @@ export function createClusterTrackedTokenStore(inner: TokenStore, cluster: Clust
           trackers.set(key, startInvalidationTracker(conn, key, wrapped, { healthIntervalMs }));
         }
         const now = slotOwners(cluster);
-        if (now !== owners) {
-          owners = now;
+        slotMasters = now.owners;
+        if (now.map !== owners) {
+          owners = now.map;
           hooks.reset();
         }
       };
@@ -126,9 +131,12 @@ export function createClusterTrackedTokenStore(inner: TokenStore, cluster: Clust
           const owner = cluster.slots[keySlot(`${TOKENS_PREFIX}${sid}`)]?.[0];
           return owner === undefined ? null : (trackers.get(owner) ?? null);
         },
+        // On everywhere: every slot's master has a tracker that is up. A master ioredis has
+        // dropped while the slot map still names it (a dead node before the failover) counts as off.
         get allUp() {
-          if (trackers.size === 0) return false;
+          if (trackers.size === 0 || slotMasters.size === 0) return false;
           for (const t of trackers.values()) if (!t.up) return false;
+          for (const key of slotMasters) if (!trackers.get(key)?.up) return false;
           return true;
         },
         state: () => Object.fromEntries([...trackers].map(([k, t]) => [k, t.up])),

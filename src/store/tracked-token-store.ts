@@ -126,8 +126,9 @@ export function createTrackedCache(inner: TokenStore, connect: (hooks: TopologyH
 
   return {
     ...inner,
+    // Asked of the topology each time: a Cluster's slot map can change without a tracker event.
     get cacheEnabled() {
-      return enabled;
+      return topology.allUp;
     },
     trackingState: () => topology.state(),
     readTokens(sid) {

@@ -39,7 +39,7 @@ function slotOwners(cluster: Cluster): { map: string; owners: Set<string> } {
     const owner = cluster.slots[s]?.[0] ?? '';
     if (owner !== last) {
       parts.push(`${s}=${owner}`);
-      owners.add(owner);
+      if (owner) owners.add(owner); // an unassigned slot has no sessions to cache
       last = owner;
     }
   }
@@ -74,20 +74,25 @@ export function createClusterTrackedTokenStore(inner: TokenStore, cluster: Clust
       let slotMasters = new Set<string>();
       let closed = false;
       let refreshAsked = 0;
+      // A master we cannot reach may have been replaced: ask for the slot map again (at most
+      // once a second). ioredis itself reloads it only when a command meets MOVED or an error,
+      // so an instance that sends nothing to those slots would otherwise never learn of the
+      // promoted replica, and their sessions would stay uncached.
+      const lookAgain = () => {
+        const now = Date.now();
+        if (closed || cluster.status !== 'ready' || now - refreshAsked < 1000) return;
+        refreshAsked = now;
+        try {
+          cluster.refreshSlotsCache();
+        } catch {
+          // refreshed on ioredis's own schedule then
+        }
+      };
       const wrapped: TopologyHooks = {
         ...hooks,
         down(tracker) {
           hooks.down(tracker);
-          // A master we cannot reach may have been replaced: look (at most once a second).
-          const now = Date.now();
-          if (!closed && cluster.status === 'ready' && now - refreshAsked > 1000) {
-            refreshAsked = now;
-            try {
-              cluster.refreshSlotsCache();
-            } catch {
-              // refreshed on ioredis's own schedule then
-            }
-          }
+          lookAgain();
         },
       };
       const sync = () => {
@@ -118,6 +123,7 @@ export function createClusterTrackedTokenStore(inner: TokenStore, cluster: Clust
           owners = now.map;
           hooks.reset();
         }
+        for (const key of slotMasters) if (!trackers.get(key)?.up) return lookAgain();
       };
       cluster.on('refresh', sync);
       cluster.on('+node', sync);

@@ -11,6 +11,8 @@
  *                          [--storm-only]        (the refresh storm alone)
  *                          [--storm-profile]     (CPU profile of one storm instance)
  *                          [--profile [cloakroom|bare-proxy|reference-bff|cloakroom-memory]]
+ *                          [--topology standalone|cluster|sentinel|all|a,b] (also BENCH_TOPOLOGY)
+ *                          [--failover-seconds 12] [--failover-sessions 30]
  *
  * See docs/performance.md for the method and the results.
  *
@@ -19,13 +21,16 @@
  */
 import { cpus, loadavg, totalmem } from 'node:os';
 import { startBed, startTargets, stopBed, type BenchTarget } from './lib/bed.js';
-import { parseArgs } from './lib/options.js';
+import { parseArgs, type Options } from './lib/options.js';
 import { procMemory } from './lib/processes.js';
-import { fmt, log, printReport, printStorm, printThroughput } from './lib/report.js';
+import { fmt, log, printPaced, printReport, printStorm, printThroughput } from './lib/report.js';
+import { printFailover, printTopologies, type TopologyRun } from './lib/topology-report.js';
+import type { TopologyKind } from './lib/topology.js';
 import { mb } from './lib/units.js';
 import { rssPhase } from './phases/memory.js';
 import { pacedPhase } from './phases/paced.js';
 import { profileRun } from './phases/profile.js';
+import { failoverPhase } from './phases/failover.js';
 import { stormPhase } from './phases/storm.js';
 import { throughputPhase } from './phases/throughput.js';
 import { wirePhase } from './phases/wire.js';
@@ -35,6 +40,7 @@ async function main(): Promise<void> {
   if (opts.profile) return profileRun(opts);
   const started = Date.now();
   log(`cloakroom bench: node ${process.version}, ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), ${fmt(totalmem() / 2 ** 30, 0)} GB, load generator ${opts.tool}, load average ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+  if (opts.topologies.length > 0) return topologyRuns(opts.topologies, opts, started);
   const bed = await startBed();
   try {
     if (opts.stormOnly) {
@@ -66,6 +72,36 @@ async function main(): Promise<void> {
   } finally {
     await stopBed(bed);
   }
+}
+
+/**
+ * `--topology`: for each topology, its own Redis (started here), the bare proxy and cloakroom
+ * side by side (paced latency, throughput), the refresh storm, and on Cluster and Sentinel the
+ * failover under load; then one table of every topology and its targets.
+ */
+async function topologyRuns(kinds: TopologyKind[], opts: Options, started: number): Promise<void> {
+  const runs: TopologyRun[] = [];
+  for (const kind of kinds) {
+    const loadBefore = loadavg()[0] ?? Number.NaN;
+    const bed = await startBed(kind);
+    try {
+      log(`\n######## topology ${kind}: ${bed.topology.describe()}`);
+      const targets = await startTargets(bed, ['bare-proxy', 'cloakroom']);
+      const paced = await pacedPhase(targets, opts);
+      const through = await throughputPhase(bed, targets, opts);
+      printThroughput(through, opts);
+      printPaced(paced, opts);
+      const storm = await stormPhase(bed, opts, targets[0] as BenchTarget);
+      printStorm(storm);
+      // Last: it kills a master.
+      const failover = kind === 'standalone' ? null : await failoverPhase(bed, opts);
+      if (failover) printFailover(failover);
+      runs.push({ kind, describe: bed.topology.describe(), through, paced, storm, failover, loadBefore, loadAfter: loadavg()[0] ?? Number.NaN });
+    } finally {
+      await stopBed(bed);
+    }
+  }
+  printTopologies(runs, opts.rate, started);
 }
 
 main().then(

@@ -133,51 +133,79 @@ export async function startSentinel(opts: { masterPort: number; name: string; do
 }
 
 /**
- * A Redis Cluster of `masters` redis-servers (cluster mode, each on a free port, no replicas),
- * the 16384 slots split evenly, every node met, `cluster_state:ok` on all of them before it
- * resolves. A node keeps its cluster config in its own temp dir, so `node.stop()` then
+ * A Redis Cluster of `masters` redis-servers (cluster mode, each on a free port), the 16384
+ * slots split evenly, every node met, `cluster_state:ok` on all of them before it resolves.
+ * With `replicasPerMaster`, each master gets that many replicas (`replicas`, in master order),
+ * in sync before it resolves: a killed master is then replaced by its replica after the node
+ * timeout. A node keeps its cluster config in its own temp dir, so `node.stop()` then
  * `node.start()` brings it back into the cluster with its slots (and, without persistence,
  * none of its keys).
  */
-export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: number } = {}): Promise<{ nodes: RedisServer[]; stop(): Promise<void> }> {
+export async function startCluster(opts: { masters?: number; nodeTimeoutMs?: number; replicasPerMaster?: number } = {}): Promise<{ nodes: RedisServer[]; replicas: RedisServer[]; stop(): Promise<void> }> {
   const count = opts.masters ?? 3;
+  const perMaster = opts.replicasPerMaster ?? 0;
   const nodes: RedisServer[] = [];
+  const replicas: RedisServer[] = [];
   const busPorts: number[] = [];
   const dirs: string[] = [];
-  for (let i = 0; i < count; i++) {
+  const startNode = async (): Promise<{ server: RedisServer; bus: number }> => {
     const dir = mkdtempSync(join(tmpdir(), 'cloakroom-cluster-'));
     dirs.push(dir);
     // The bus port is chosen too: the default (port + 10000) may be taken, or above 65535.
     const bus = await freePort();
+    const server = await startRedisServer({
+      dir,
+      args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
+    });
+    return { server, bus };
+  };
+  for (let i = 0; i < count; i++) {
+    const { server, bus } = await startNode();
+    nodes.push(server);
     busPorts.push(bus);
-    nodes.push(
-      await startRedisServer({
-        dir,
-        args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf', '--cluster-port', String(bus), '--cluster-node-timeout', String(opts.nodeTimeoutMs ?? 1000)],
-      }),
-    );
   }
-  const admin = nodes.map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
+  for (let i = 0; i < count * perMaster; i++) replicas.push((await startNode()).server);
+  const all = [...nodes, ...replicas];
+  const admin = all.map((n) => new Redis(n.port, '127.0.0.1', { maxRetriesPerRequest: 1 }));
   try {
     const per = Math.ceil(16384 / count);
     for (const [i, c] of admin.entries()) {
-      await c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)));
+      if (i < count) await c.call('CLUSTER', 'ADDSLOTSRANGE', String(i * per), String(Math.min(16383, (i + 1) * per - 1)));
       if (i > 0) await c.call('CLUSTER', 'MEET', '127.0.0.1', String(nodes[0]?.port), String(busPorts[0]));
     }
     const deadline = Date.now() + 20_000;
-    for (;;) {
+    const wait = async (what: string, ok: () => Promise<boolean>): Promise<void> => {
+      for (;;) {
+        if (await ok()) return;
+        if (Date.now() > deadline) throw new Error(`the test cluster: ${what} not within 20 s`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
+    await wait('every node known', async () => {
       const states = await Promise.all(admin.map(async (c) => String(await c.call('CLUSTER', 'INFO'))));
-      if (states.every((s) => s.includes('cluster_state:ok') && s.includes(`cluster_known_nodes:${count}`))) break;
-      if (Date.now() > deadline) throw new Error('the test cluster did not reach cluster_state:ok');
-      await new Promise((r) => setTimeout(r, 100));
+      return states.every((s) => s.includes(`cluster_known_nodes:${all.length}`));
+    });
+    const ids = await Promise.all(admin.slice(0, count).map(async (c) => String(await c.call('CLUSTER', 'MYID'))));
+    for (let r = 0; r < replicas.length; r++) {
+      const c = admin[count + r] as Redis;
+      // The replica must have heard of its master through the bus before it can follow it.
+      await wait('replica sees its master', async () => String(await c.call('CLUSTER', 'NODES')).includes(ids[r % count] ?? '?'));
+      await c.call('CLUSTER', 'REPLICATE', ids[r % count] ?? '');
     }
+    await wait('cluster_state:ok and replicas in sync', async () => {
+      const states = await Promise.all(admin.map(async (c) => String(await c.call('CLUSTER', 'INFO'))));
+      if (!states.every((s) => s.includes('cluster_state:ok'))) return false;
+      const links = await Promise.all(admin.slice(count).map(async (c) => String(await c.info('replication'))));
+      return links.every((l) => l.includes('master_link_status:up'));
+    });
   } finally {
     for (const c of admin) c.disconnect();
   }
   return {
     nodes,
+    replicas,
     stop: async () => {
-      await Promise.all(nodes.map((n) => n.stop()));
+      await Promise.all(all.map((n) => n.stop()));
       for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     },
   };

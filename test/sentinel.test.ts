@@ -18,6 +18,7 @@ let replica: RedisServer;
 let sentinel: { port: number; stop(): Promise<void> };
 let sentinelClient: Redis;
 let app: Instance;
+let other: Instance;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -67,6 +68,7 @@ beforeAll(async () => {
     return replicas.some((r) => r.includes(String(replica.port)) && !r.join(' ').includes('s_down')) ? true : undefined;
   });
   app = await h.start({ REDIS_URL: '', REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`, REDIS_SENTINEL_NAME: NAME });
+  other = await h.start({ REDIS_URL: '', REDIS_SENTINELS: `127.0.0.1:${sentinel.port}`, REDIS_SENTINEL_NAME: NAME });
 }, 60_000);
 
 afterAll(async () => {
@@ -161,4 +163,29 @@ describe('Redis Sentinel failover', () => {
       `sentinel figures: promotion ${promotedAt - killedAt} ms after the master died; service back ${resumedAt - promotedAt} ms after the promotion; ended connections revived: ${h.logs.filter((l) => l.includes('connecting again')).length}\n`,
     );
   }, 60_000);
+
+  it('after_the_promotion_the_token_cache_is_back_on_the_new_master_and_exact_across_instances', async () => {
+    const store = (i: Instance) => i.cloakroom.store as { cacheEnabled?: boolean };
+    await until('cache on again', 10_000, async () => (store(app).cacheEnabled && store(other).cacheEnabled ? true : undefined));
+    const onNew = new Redis(replica.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+    try {
+      const gets = async () => Number(/cmdstat_get:calls=(\d+)/.exec(String(await onNew.info('commandstats')))?.[1] ?? 0);
+      const agent = await settled('sign-in', () => request(app.url).post('/auth/login').set('X-CSRF', '1').send(DEMO));
+      const cookie = ([] as string[]).concat((agent as { headers?: Record<string, string | string[]> }).headers?.['set-cookie'] ?? [])[0]?.split(';')[0] ?? '';
+      expect(cookie).not.toBe('');
+      const call = (i: Instance) => request(i.url).get('/api/echo/cached').set('X-CSRF', '1').set('Cookie', cookie);
+      expect((await call(app)).status).toBe(200);
+      await sleep(30); // the first request's idle-timeout touch invalidates once
+      expect((await call(app)).status).toBe(200);
+      const before = await gets();
+      for (let i = 0; i < 10; i++) expect((await call(app)).status).toBe(200);
+      expect((await gets()) - before).toBe(0);
+      // A logout on the other instance reaches this one's cache on the new master.
+      expect((await request(other.url).post('/auth/logout').set('X-CSRF', '1').set('Cookie', cookie)).status).toBe(204);
+      await sleep(20);
+      expect((await call(app)).status).toBe(401);
+    } finally {
+      onNew.disconnect();
+    }
+  });
 });

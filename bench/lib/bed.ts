@@ -1,13 +1,13 @@
 /**
- * The servers under test, parent side: one redis-server, the upstream, and the targets
+ * The servers under test, parent side: the Redis topology (bench/lib/topology.ts), the upstream, and the targets
  * (bare proxy, cloakroom and its variants, the reference BFF), each its own child process,
  * each checked with one request before any load.
  */
 import { request } from 'undici';
 import { oneKilobyteJson } from './body.js';
 import type { Target } from './loadgen.js';
-import { startRedis, startServer, type RedisServer, type ServerChild } from './processes.js';
-import { RedisProbe } from './redis-stats.js';
+import { startServer, type ServerChild } from './processes.js';
+import { startTopology, type Topology, type TopologyKind } from './topology.js';
 
 export const SESSION_SECRET = 'bench-session-secret-0123456789-abcdefghijklmnop';
 // Not one repeated byte: production config refuses such a key (NODE_ENV=production below).
@@ -16,17 +16,18 @@ export const DEMO = { email: 'demo@example.com', password: 'demo-password' };
 export const BODY = oneKilobyteJson();
 
 export interface Bed {
-  redis: RedisServer;
-  probe: RedisProbe;
+  topology: Topology;
+  /** Redis command counts over the topology's masters. */
+  probe: Pick<Topology, 'counts'>;
   upstream: ServerChild;
   children: ServerChild[];
 }
 
-export function cloakroomEnv(bed: Pick<Bed, 'redis' | 'upstream'>, extra: Record<string, string> = {}): Record<string, string> {
+export function cloakroomEnv(bed: Pick<Bed, 'topology' | 'upstream'>, extra: Record<string, string> = {}): Record<string, string> {
   return {
     BENCH_CLOAKROOM_ENV: JSON.stringify({
       UPSTREAM_URL: bed.upstream.url,
-      REDIS_URL: bed.redis.url,
+      ...bed.topology.env,
       SESSION_SECRET,
       TOKEN_ENCRYPTION_KEY: TOKEN_KEY,
       AUTH_MODE: 'nexudus',
@@ -67,17 +68,15 @@ export interface BenchTarget extends Target {
   child: ServerChild;
 }
 
-export async function startBed(): Promise<Bed> {
-  const redis = await startRedis();
-  const probe = new RedisProbe(redis.url);
+export async function startBed(kind: TopologyKind = 'standalone'): Promise<Bed> {
+  const topology = await startTopology(kind);
   const upstream = await startServer('upstream', 'upstream', {});
-  return { redis, probe, upstream, children: [upstream] };
+  return { topology, probe: topology, upstream, children: [upstream] };
 }
 
 export async function stopBed(bed: Bed): Promise<void> {
   await Promise.all(bed.children.map((c) => c.stop().catch(() => undefined)));
-  bed.probe.close();
-  await bed.redis.stop();
+  await bed.topology.stop();
 }
 
 export async function startTargets(bed: Bed, which: readonly string[], execArgv: Record<string, string[]> = {}): Promise<BenchTarget[]> {
@@ -91,7 +90,7 @@ export async function startTargets(bed: Bed, which: readonly string[], execArgv:
     if (name === 'upstream') {
       targets.push({ name, child: bed.upstream, url: `${bed.upstream.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
     } else if (name === 'bare-proxy') {
-      const child = await startServer(name, 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url }, argv);
+      const child = await startServer(name, 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.topology.pingUrl }, argv);
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { authorization: `Bearer ${bearer}` } });
     } else if (name === 'cloakroom') {
@@ -99,7 +98,7 @@ export async function startTargets(bed: Bed, which: readonly string[], execArgv:
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
     } else if (name === 'cloakroom-memory') {
-      const child = await startServer(name, 'cloakroom', cloakroomEnv(bed, { REDIS_URL: '', NODE_ENV: 'development' }), argv);
+      const child = await startServer(name, 'cloakroom', cloakroomEnv({ upstream: bed.upstream, topology: { ...bed.topology, env: {} } }, { NODE_ENV: 'development' }), argv);
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
     } else if (name === 'cloakroom-autopipeline') {
@@ -116,7 +115,7 @@ export async function startTargets(bed: Bed, which: readonly string[], execArgv:
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child), 'x-csrf': '1' } });
     } else if (name === 'reference-bff') {
-      const child = await startServer(name, 'reference-bff', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url, BENCH_SESSION_SECRET: SESSION_SECRET }, argv);
+      const child = await startServer(name, 'reference-bff', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.topology.pingUrl, BENCH_SESSION_SECRET: SESSION_SECRET }, argv);
       bed.children.push(child);
       targets.push({ name, child, url: `${child.url}/api/data`, headers: { cookie: await signIn(child, false) } });
     }

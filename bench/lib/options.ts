@@ -1,5 +1,6 @@
 /** The bench's command line (see the usage in bench/run.ts). */
 import { wrkAvailable, type Tool } from './loadgen.js';
+import { TOPOLOGIES, type TopologyKind } from './topology.js';
 
 export function parseArgs(argv: string[]) {
   const get = (name: string): string | undefined => {
@@ -17,6 +18,11 @@ export function parseArgs(argv: string[]) {
   const tool: Tool = toolArg === 'autocannon' || toolArg === 'wrk' ? toolArg : wrkAvailable() ? 'wrk' : 'autocannon';
   if (tool === 'wrk' && !wrkAvailable()) throw new Error('--tool wrk, but wrk is not installed');
   const profile = get('profile');
+  // `--topology cluster`, `--topology cluster,sentinel`, `--topology all` (also BENCH_TOPOLOGY).
+  const topologyArg = get('topology') ?? process.env['BENCH_TOPOLOGY'] ?? '';
+  const topologies = (topologyArg === 'all' ? [...TOPOLOGIES] : topologyArg.split(',').filter(Boolean)) as TopologyKind[];
+  const unknownTopology = topologies.filter((t) => !TOPOLOGIES.includes(t));
+  if (unknownTopology.length > 0) throw new Error(`--topology ${unknownTopology.join(',')}: expected ${TOPOLOGIES.join(', ')} or all`);
   return {
     tool,
     rounds: num('rounds', quick ? 1 : 3),
@@ -40,6 +46,10 @@ export function parseArgs(argv: string[]) {
     stormOnly: argv.includes('--storm-only'),
     /** CPU profile of the first storm instance (`--storm-only --storm-profile`), for work on the refresh path. */
     stormProfile: argv.includes('--storm-profile'),
+    /** Empty: today's full bench on one redis-server. Else the per-topology comparison (bench/run.ts). */
+    topologies,
+    failoverSeconds: num('failover-seconds', 12),
+    failoverSessions: num('failover-sessions', 30),
   };
 }
 

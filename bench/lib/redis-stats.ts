@@ -1,13 +1,16 @@
 import { Redis } from 'ioredis';
 
-/** Calls per command from `INFO commandstats`, without INFO itself (the bench's own probe). */
+/**
+ * Calls per command from `INFO commandstats`, without INFO itself (the bench's own probe) and
+ * REPLCONF (a replica's acknowledgements to its master, not sent by anything measured).
+ */
 export type CommandCounts = Record<string, number>;
 
 export function parseCommandStats(info: string): CommandCounts {
   const out: CommandCounts = {};
   for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
     const name = m[1] ?? '';
-    if (name === 'info') continue;
+    if (name === 'info' || name === 'replconf') continue;
     out[name] = Number(m[2]);
   }
   return out;

@@ -83,6 +83,18 @@ export function printThroughput(through: Summary[], opts: Options): void {
   );
 }
 
+export function printPaced(pacedRes: PacedSummary[], opts: Options): void {
+  const pBare = pacedRes.find((p) => p.name === 'bare-proxy') as PacedSummary;
+  log(`\n-- latency at a steady ${opts.rate} req/s (open loop, send to last byte)\n`);
+  log(
+    table(
+      ['target', 'achieved req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 x bare', 'max RSS MB', 'failed'],
+      pacedRes.map((p) => [p.name, fmt(p.achievedRps, 0), fmt(ms(p.p50Us), 3), fmt(ms(p.p99Us), 3), fmt(ms(p.p999Us), 3), fmt(ms(p.maxUs), 1), fmt(p.p99Us / pBare.p99Us, 2), fmt(p.maxRssMb, 0), p.failed]),
+    ),
+  );
+  log(`(generator: worst scheduling lag ${fmt(Math.max(...pacedRes.map((p) => p.maxLagMs)), 1)} ms)`);
+}
+
 /** The phases of a full run, as `main` collected them. */
 export interface FullRun {
   through: Summary[];
@@ -117,14 +129,7 @@ export function printReport(run: FullRun, opts: Options): void {
       .join(', ') || 'none';
   log(`\nRedis commands per request: cloakroom: ${cmds(cr)}; reference-bff: ${cmds(get(through, 'reference-bff'))}`);
 
-  log(`\n-- latency at a steady ${opts.rate} req/s (open loop, send to last byte)\n`);
-  log(
-    table(
-      ['target', 'achieved req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'p99 x bare', 'max RSS MB', 'failed'],
-      pacedRes.map((p) => [p.name, fmt(p.achievedRps, 0), fmt(ms(p.p50Us), 3), fmt(ms(p.p99Us), 3), fmt(ms(p.p999Us), 3), fmt(ms(p.maxUs), 1), fmt(p.p99Us / pBare.p99Us, 2), fmt(p.maxRssMb, 0), p.failed]),
-    ),
-  );
-  log(`(generator: worst scheduling lag ${fmt(Math.max(...pacedRes.map((p) => p.maxLagMs)), 1)} ms)`);
+  printPaced(pacedRes, opts);
 
   log(`\n-- memory over ${rss.requests} requests (fresh cloakroom process, ${fmt(rss.rps, 0)} req/s)`);
   log(`after a full GC: RSS ${fmt(rss.gcCheckpointMb)} MB at request ${rss.checkpoint}, ${fmt(rss.gcEndMb)} MB at ${rss.requests} (growth ${fmt(rss.growthPct)}%); live heap ${fmt(rss.heapCheckpointMb)} -> ${fmt(rss.heapEndMb)} MB`);

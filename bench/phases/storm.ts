@@ -116,7 +116,7 @@ export async function stormPhase(bed: Bed, opts: Options, bareTarget: BenchTarge
   for (const t of targets(warmCookie)) await checkTarget(t);
   const client = new BurstClient(targets(warmCookie), half);
   // Two bare proxies too, like the two cloakroom instances: the storm's setup without cloakroom.
-  const bareB = await startServer('bare-proxy-b', 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.redis.url });
+  const bareB = await startServer('bare-proxy-b', 'bare-proxy', { BENCH_UPSTREAM_URL: bed.upstream.url, BENCH_REDIS_URL: bed.topology.pingUrl });
   bed.children.push(bareB);
   const bareTargetB: BenchTarget = { ...bareTarget, name: bareB.name, child: bareB, url: `${bareB.url}${new URL(bareTarget.url).pathname}` };
   const bareClient = new BurstClient([bareTarget, bareTargetB], half);

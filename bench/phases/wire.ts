@@ -69,7 +69,7 @@ async function smallAnswers(bed: Bed, opts: Options, wireUp: ServerChild, bearer
   const prof = (i: number) => (dirs[i] ? ['--cpu-prof', '--cpu-prof-dir', dirs[i]] : []);
   const bare = await startServer('bare-compress-proxy', 'bare-compress-proxy', { BENCH_UPSTREAM_URL: wireUp.url }, prof(0));
   bed.children.push(bare);
-  const cloak = await startServer('cloakroom-wire', 'cloakroom', cloakroomEnv({ redis: bed.redis, upstream: wireUp }, KEY), prof(1));
+  const cloak = await startServer('cloakroom-wire', 'cloakroom', cloakroomEnv({ topology: bed.topology, upstream: wireUp }, KEY), prof(1));
   bed.children.push(cloak);
   const targets: BenchTarget[] = [
     { name: 'bare-compress-proxy', child: bare, url: `${bare.url}/api/wire/64k`, headers: { authorization: `Bearer ${bearer}`, 'accept-encoding': ACCEPT } },
@@ -145,7 +145,7 @@ async function largeAnswers(bed: Bed, opts: Options, wireUp: ServerChild): Promi
   const perWorker = opts.rounds >= 3 ? 3 : 1;
   const { large: bytesEach } = await wireUp.control<{ large: number }>('sizes');
   log(`\n== wire (b): ${inFlight} answers of ${fmt(bytesEach / 1e6, 1)} MB JSON (chunked, a token field and the bearer about every MiB) in flight, ${perWorker} each, Accept-Encoding "${ACCEPT}", a fresh cloakroom process`);
-  const cloak = await startServer('cloakroom-wire-large', 'cloakroom', cloakroomEnv({ redis: bed.redis, upstream: wireUp }, KEY));
+  const cloak = await startServer('cloakroom-wire-large', 'cloakroom', cloakroomEnv({ topology: bed.topology, upstream: wireUp }, KEY));
   bed.children.push(cloak);
   const headers = { cookie: await signIn(cloak), 'x-csrf': '1', 'accept-encoding': ACCEPT };
   let peak = 0;

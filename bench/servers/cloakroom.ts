@@ -29,11 +29,14 @@ if (redis) {
   await waitForReady(redis, 10_000);
 }
 
+// As src/main.ts decides it: Sentinel and Cluster have replicas to acknowledge rotated tokens.
+const replicated = config.redis.kind === 'sentinel' || config.redis.kind === 'cluster';
+
 // As src/main.ts: the SDK is imported only with an endpoint (the `cloakroom-traced` target). The
 // exporter reads the endpoint from the process environment, as it does in production.
 if (config.otlpEndpoint) process.env['OTEL_EXPORTER_OTLP_ENDPOINT'] = config.otlpEndpoint;
 const tracing = config.otlpEndpoint ? await startTracing() : undefined;
-const cloakroom = createApp({ config, logger, redis, hasReplicas: () => false, ...(tracing ? { tracing } : {}) });
+const cloakroom = createApp({ config, logger, redis, hasReplicas: () => replicated, ...(tracing ? { tracing } : {}) });
 const server = createServer({ requestTimeout: 5 * 60_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, cloakroom.handler);
 
 await runChild(server, {
@@ -41,6 +44,11 @@ await runChild(server, {
     if (op === 'refreshes') {
       const metric = await cloakroom.metrics.refreshes.get();
       return Object.fromEntries(metric.values.map((v) => [String(v.labels['outcome']), v.value]));
+    }
+    if (op === 'cache') {
+      // The tracked token cache: on at all, and per tracked server (the failover phase).
+      const store = cloakroom.store as { cacheEnabled?: boolean; trackingState?: () => Record<string, boolean> };
+      return { enabled: store.cacheEnabled ?? false, servers: store.trackingState?.() ?? {} };
     }
     throw new Error(`unknown op ${op}`);
   },

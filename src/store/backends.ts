@@ -14,6 +14,7 @@ import { createRedisSessionRecordStore } from './session-record-store.js';
 import { createRedisSessionBroadcast, type SessionBroadcast } from './session-broadcast.js';
 import { createMemorySessionIndex, createRedisSessionIndex, type SessionIndex } from './session-index.js';
 import type { TokenStore } from './token-store.js';
+import { createClusterTrackedTokenStore } from './cluster-tracking.js';
 import { createTrackedTokenStore, type TrackedTokenStore } from './tracked-token-store.js';
 
 export interface Backends {
@@ -69,13 +70,14 @@ export function createBackends(deps: {
   const guardFor = (part: RedisPart) => createRedisGuard((err) => deps.onRedisError(part, err), deps.storeSpan);
   const guard = guardFor('tokens');
   const redisTokens = createRedisTokenStore(redis, { guard, ...(deps.hasReplicas ? { hasReplicas: deps.hasReplicas } : {}) });
-  // The proxy's one read is served locally while Redis tracking keeps it exact (standalone and
-  // Sentinel; a Cluster would need a tracking connection per node, not done yet).
-  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis, { onError: (err) => deps.onRedisError('tracking', err) }) : null;
+  // The proxy's one read is served locally while Redis tracking keeps it exact: one tracking
+  // connection for one Redis (standalone, Sentinel), one per master on a Cluster.
+  const trackingOpts = { onError: (err: unknown) => deps.onRedisError('tracking', err) };
+  const tracked = redis instanceof Redis ? createTrackedTokenStore(redisTokens, redis, trackingOpts) : createClusterTrackedTokenStore(redisTokens, redis, trackingOpts);
   let endedListener: ((sid: string) => void) | null = null;
   const broadcast = createRedisSessionBroadcast(redis, guardFor('sessions'), (sid) => endedListener?.(sid));
   return {
-    tokens: tracked ?? redisTokens,
+    tokens: tracked,
     sessionRecords: createRedisSessionRecordStore(redis, { timeouts: deps.timeouts, clock, guard: guardFor('sessions') }),
     oidc: createRedisOidcStore(redis, guardFor('oidc'), new RateLimiterRedis({ storeClient: redis, ...signInStarts })),
     throttle: { guard: guardFor('throttle'), limiter: (opts) => new RateLimiterRedis({ storeClient: redis, ...opts }) },
@@ -85,7 +87,7 @@ export function createBackends(deps: {
       endedListener = listener;
     },
     close: () => {
-      tracked?.close();
+      tracked.close();
       broadcast.close();
     },
   };

@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: cloakroom's `/api/*` path against a bare Node proxy (the ceiling for any
  * Node hop), the upstream itself and a hand-assembled express-session BFF, side by side in
- * one run (issue #5). Every server is its own child process; the load generator runs here.
+ * one run (the first performance targets). Every server is its own child process; the load generator runs here.
  *
  *   node dist/bench/run.js [--rounds 3] [--seconds 10] [--connections 50] [--rate 1000]
  *                          [--paced-rounds 4] [--paced-seconds 3] [--rss-requests 200000]

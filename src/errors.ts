@@ -67,6 +67,15 @@ export const errors = {
     new AppError(502, 'token_unavailable', 'The portal sign-in token could not be obtained; try again.', cause === undefined ? {} : { cause }),
   shuttingDown: () => new AppError(503, 'shutting_down', 'This instance is shutting down.'),
   /** Anything not foreseen: the browser sees a bare server_error, the log sees the cause. */
+  /** A WebSocket past WEBSOCKET_MAX_PER_SESSION (per instance). */
+  tooManyWebSockets: (max: number) =>
+    new AppError(429, 'rate_limited', `This session already has ${max} open WebSockets; close one first.`, { headers: { 'Retry-After': '5' } }),
+  /** This instance is at WEBSOCKET_MAX_OPEN, or shutting down. */
+  websocketsUnavailable: () =>
+    new AppError(503, 'websockets_unavailable', 'This instance has as many WebSockets open as it may; try again shortly.', { headers: { 'Retry-After': '5' } }),
+  /** Upstream answered the WebSocket handshake with a refusal: its status, our body. */
+  upstreamRefused: (status: number) =>
+    new AppError(status >= 400 && status <= 599 ? status : 502, 'upstream_refused', `The upstream API refused the WebSocket (status ${status}).`),
   serverError: (cause: unknown) => new AppError(500, 'server_error', 'An internal error occurred.', { cause }),
 } as const;
 

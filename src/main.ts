@@ -7,6 +7,7 @@ import { createCloakroomServer } from './http/server.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './logger.js';
 import { createMetrics } from './metrics.js';
+import { probeKey } from './store/keys.js';
 import { requestIdOf } from './http/observe.js';
 import { startTracing } from './tracing.js';
 import { Redis } from 'ioredis';
@@ -44,7 +45,7 @@ async function main(): Promise<void> {
     try {
       await waitForReady(redis, 10_000);
       // Like oauth2-proxy: prove the store works (set, get, delete) before taking traffic.
-      const probe = `cr:probe:{${process.pid}}`;
+      const probe = probeKey(process.pid);
       await redis.set(probe, '1', 'PX', 5000);
       if ((await redis.get(probe)) !== '1') throw new Error('Redis read back a different value');
       await redis.del(probe);

@@ -1,4 +1,4 @@
-/** What the bench prints: tables, bar charts, the issue #5 targets and the `BENCH {...}` line. */
+/** What the bench prints: tables, bar charts, the first performance targets and the `BENCH {...}` line. */
 import { loadavg } from 'node:os';
 import type { PacedSummary } from '../phases/paced.js';
 import type { RssSummary } from '../phases/memory.js';
@@ -107,7 +107,7 @@ export interface FullRun {
   started: number;
 }
 
-/** Everything after the phases: tables, bars, the issue #5 targets, then the `BENCH {...}` line. */
+/** Everything after the phases: tables, bars, the first performance targets, then the `BENCH {...}` line. */
 export function printReport(run: FullRun, opts: Options): void {
   const { through, pacedRes, pacedPeakMb, rss, storm, started } = run;
   const get = <T extends { name: string }>(xs: T[], n: string) => xs.find((x) => x.name === n) as T;
@@ -150,7 +150,7 @@ export function printReport(run: FullRun, opts: Options): void {
       `${fmt(storm.expired.medianP99Ms)} ms (bare proxy holding the burst ${storm.refreshDelayMs} ms: ${fmt(storm.bareHeld.medianP99Ms)} ms; burst without refresh: ${fmt(storm.baseline.medianP99Ms)} ms, bare ${fmt(storm.bare.medianP99Ms)} ms)`,
     ],
   ] as const;
-  log(`\n-- issue #5 targets\n`);
+  log(`\n-- first performance targets\n`);
   log(table(['target', 'met', 'measured'], targetsMet.map(([n, ok, v]) => [n, ok ? 'yes' : 'NO', v])));
   log(`\n(total ${fmt((Date.now() - started) / 1000, 0)} s; load average now ${loadavg().map((x) => x.toFixed(2)).join(' ')})`);
 

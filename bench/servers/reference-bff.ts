@@ -1,5 +1,5 @@
 /**
- * The hand-assembled BFF of issue #5, for comparison only: express 5 + express-session +
+ * The hand-assembled reference BFF, for comparison only: express 5 + express-session +
  * connect-redis 8 + http-proxy-middleware 3, rolling sessions (so every request costs a
  * session GET and an EXPIRE), tokens kept in the session record, a keep-alive agent
  * towards the upstream. It is what one writes from the libraries' READMEs.

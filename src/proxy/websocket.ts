@@ -60,7 +60,7 @@ const STATUS_TEXT: Record<number, string> = {
 
 /** An ordinary JSON HTTP answer on the raw socket: the handshake never became a WebSocket. */
 export function writeRawError(socket: Duplex, err: AppError): void {
-  const e = err.expose ? err : new AppError(500, 'server_error', 'An internal error occurred.');
+  const e = err.expose ? err : errors.serverError(err);
   const body = JSON.stringify({ error: e.code, message: e.message, ...e.extra });
   const extra = Object.entries(e.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
   if (!socket.writable) return void socket.destroy();
@@ -72,13 +72,10 @@ export function writeRawError(socket: Duplex, err: AppError): void {
 
 export const wsErrors = {
   originNotAllowed: errors.originNotAllowed,
-  methodNotAllowed: () => new AppError(405, 'method_not_allowed', 'A WebSocket handshake is a GET.'),
-  tooManyForSession: (max: number) =>
-    new AppError(429, 'rate_limited', `This session already has ${max} open WebSockets; close one first.`, { headers: { 'Retry-After': '5' } }),
-  tooManyOpen: () =>
-    new AppError(503, 'websockets_unavailable', 'This instance has as many WebSockets open as it may; try again shortly.', { headers: { 'Retry-After': '5' } }),
-  upstreamRefused: (status: number) =>
-    new AppError(status >= 400 && status <= 599 ? status : 502, 'upstream_refused', `The upstream API refused the WebSocket (status ${status}).`),
+  methodNotAllowed: () => errors.methodNotAllowed('A WebSocket handshake with any method but GET'),
+  tooManyForSession: errors.tooManyWebSockets,
+  tooManyOpen: errors.websocketsUnavailable,
+  upstreamRefused: errors.upstreamRefused,
 } as const;
 
 /** The other side may only be sent what a peer may send: 1005 and 1006 are never on the wire. */

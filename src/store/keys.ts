@@ -67,3 +67,6 @@ export function newSessionId(): string {
 export function isSessionIdShape(sid: string): boolean {
   return /^\{[A-Za-z0-9_-]{32}\}$/.test(sid);
 }
+
+/** The start-up probe (set, get, delete) that proves the store works before traffic is taken. */
+export const probeKey = (id: string | number): string => `cr:probe:{${id}}`;

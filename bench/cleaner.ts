@@ -10,6 +10,7 @@ import { Tokenizer } from '@streamparser/json';
 import { createJsonCleaner } from '../src/proxy/json-cleaner.js';
 import { createSecretScrubber, secretSet, type BodyStage } from '../src/proxy/secret-scrubber.js';
 import { BROTLI_OPTIONS } from '../src/proxy/encoding.js';
+import { variedJson } from './lib/body.js';
 import { createBodyWriter, planResponse, type Headers, type ResponseSink } from '../src/proxy/response-body.js';
 
 const ACCESS = `eyJhbGciOiJSUzI1NiJ9.${'eyJzdWIiOiIxMjMifQ'.repeat(40)}.c2lnbmF0dXJl`; // a 770-byte JWT-like token
@@ -150,26 +151,11 @@ function viaBareZlib(body: Buffer): Promise<number> {
   });
 }
 
-/** 64 KB of API-like JSON whose values vary (seeded), so compressing it costs what it does in life. */
-function variedDoc(targetBytes: number): Buffer {
-  let seed = 42;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const words = ['desk', 'office', 'meeting', 'room', 'window', 'park', 'quiet', 'team', 'booking', 'member', 'floor', 'coffee', 'light', 'north', 'south'];
-  const items: string[] = [];
-  let size = 2;
-  for (let i = 0; size < targetBytes; i++) {
-    const text = Array.from({ length: 6 + Math.floor(rnd() * 10) }, () => words[Math.floor(rnd() * words.length)]).join(' ');
-    const item = JSON.stringify({ id: Math.floor(rnd() * 1e9), name: text.slice(0, 20), description: text, price: Math.round(rnd() * 10000) / 100, from: new Date(1.7e12 + rnd() * 1e10).toISOString(), ok: rnd() > 0.5 });
-    items.push(item);
-    size += item.length + 1;
-  }
-  return Buffer.from(`[${items.join(',')}]`);
-}
 
 async function throughput() {
   for (const [name, body] of [
     ['repetitive', doc(64 * 1024, Number.MAX_SAFE_INTEGER)],
-    ['varied', variedDoc(64 * 1024)],
+    ['varied', variedJson(64 * 1024)],
   ] as const) await throughputOf(name, body);
 }
 

@@ -9,26 +9,13 @@
  */
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import { Pool, type Dispatcher } from 'undici';
+import { variedJson } from '../lib/body.js';
 import { runChild } from './child.js';
 
 const upstreamUrl = process.env['BENCH_UPSTREAM_URL'];
 if (!upstreamUrl) throw new Error('BENCH_UPSTREAM_URL is required');
 const pool = new Pool(upstreamUrl, { connections: 64, keepAliveTimeout: 60_000 });
 
-export function variedJson(targetBytes: number): Buffer {
-  let seed = 42;
-  const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff);
-  const words = ['desk', 'office', 'meeting', 'room', 'window', 'park', 'quiet', 'team', 'booking', 'member', 'floor', 'coffee', 'light', 'north', 'south'];
-  const items: string[] = [];
-  let size = 2;
-  for (let i = 0; size < targetBytes; i++) {
-    const text = Array.from({ length: 6 + Math.floor(rnd() * 10) }, () => words[Math.floor(rnd() * words.length)]).join(' ');
-    const item = JSON.stringify({ id: Math.floor(rnd() * 1e9), name: text.slice(0, 20), description: text, price: Math.round(rnd() * 10000) / 100, from: new Date(1.7e12 + rnd() * 1e10).toISOString(), ok: rnd() > 0.5 });
-    items.push(item);
-    size += item.length + 1;
-  }
-  return Buffer.from(`[${items.join(',')}]`);
-}
 
 const BODY_64K = variedJson(64 * 1024);
 const HEADERS_64K = { 'content-type': 'application/json; charset=utf-8', 'content-length': String(BODY_64K.length) };

@@ -40,6 +40,7 @@ async function signInCookie(instance: Pick<Instance, 'url'>): Promise<string> {
 interface Refusal {
   status: number;
   contentType: string | undefined;
+  requestId: string | undefined;
   body: Record<string, unknown>;
 }
 
@@ -81,7 +82,7 @@ function connect(
         } catch {
           body = { unparsed: text };
         }
-        resolve({ refusal: { status: res.statusCode ?? 0, contentType: res.headers['content-type'], body } });
+        resolve({ refusal: { status: res.statusCode ?? 0, contentType: res.headers['content-type'], requestId: res.headers['x-request-id'] as string | undefined, body } });
         ws.terminate();
       });
     });
@@ -233,6 +234,28 @@ describe('the upstream handshake', () => {
     expect(seen?.headers.origin).toBeUndefined();
     ws.close();
     await closed(ws);
+  });
+
+  it('a_valid_request_id_goes_upstream_and_an_invalid_one_is_replaced', async () => {
+    const cookie = await signInCookie(a);
+    const kept = await open(a, '/api/ws/echo', { cookie, headers: { 'x-request-id': 'spa-123.4:5_6' } });
+    expect(up.handshakes.at(-1)?.headers['x-request-id']).toBe('spa-123.4:5_6');
+    kept.close();
+    await closed(kept);
+    const replaced = await open(a, '/api/ws/echo', { cookie, headers: { 'x-request-id': 'x'.repeat(129) } });
+    const sent = up.handshakes.at(-1)?.headers['x-request-id'];
+    expect(sent).toMatch(/^[A-Za-z0-9._:-]{1,128}$/);
+    expect(sent).not.toBe('x'.repeat(129));
+    replaced.close();
+    await closed(replaced);
+  });
+
+  it('a_refused_handshake_carries_x_request_id_like_every_answer', async () => {
+    const own = await refused(a, '/api/ws/echo', { origin: null, headers: { 'x-request-id': 'refused-1' } });
+    expect(own.requestId).toBe('refused-1');
+    const made = await refused(a, '/api/ws/echo', { origin: null, headers: { 'x-request-id': 'has space' } });
+    expect(made.requestId).toMatch(/^[A-Za-z0-9._:-]{1,128}$/);
+    expect(made.requestId).not.toBe('has space');
   });
 
   it('goes_to_upstream_with_the_raw_path_and_query', async () => {

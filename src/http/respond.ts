@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from '../logger.js';
 import { AppError, StoreError, errors } from '../errors.js';
 import { requestIdOf } from './observe.js';
@@ -50,4 +50,20 @@ export function pathOf(url: string | undefined): string {
   if (!url) return '';
   const q = url.indexOf('?');
   return q === -1 ? url : url.slice(0, q);
+}
+
+/**
+ * The same answer written straight to a socket, where no ServerResponse exists (a refused
+ * CONNECT or WebSocket handshake): the catalogue's error, its headers, the request id, then close.
+ * The id is one of our own or matched [A-Za-z0-9._:-]: nothing in it can break the header line.
+ */
+export function rawErrorResponse(err: AppError, requestId?: string): string {
+  const e = err.expose ? err : errors.serverError(err);
+  const body = JSON.stringify({ error: e.code, message: e.message, ...e.extra });
+  const extra = Object.entries(e.headers)
+    .filter(([name]) => name.toLowerCase() !== 'connection')
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
+  const id = requestId ? `X-Request-Id: ${requestId}\r\n` : '';
+  return `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}${id}Connection: close\r\n\r\n${body}`;
 }

@@ -1,21 +1,12 @@
-import { createServer, ServerResponse, STATUS_CODES, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type RequestListener, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errors, type AppError } from '../errors.js';
 import { requestIdOf } from './observe.js';
-import { sendJson } from './respond.js';
+import { rawErrorResponse, sendJson } from './respond.js';
 
 /** Request line plus headers; larger gets 431 (Node's default is 16 KiB too, stated here on purpose). */
 export const MAX_HEADER_BYTES = 16 * 1024;
-
-/** An answer written straight to the socket (no ServerResponse exists yet): the catalogue's error, then close. */
-function rawErrorResponse(e: AppError, requestId?: string): string {
-  const body = JSON.stringify({ error: e.code, message: e.message });
-  // The id is one of our own or matched [A-Za-z0-9._:-]: nothing in it can break the header line.
-  const id = requestId ? `X-Request-Id: ${requestId}\r\n` : '';
-  const extra = Object.entries(e.headers).filter(([name]) => name.toLowerCase() !== 'connection').map(([name, value]) => `${name}: ${value}\r\n`).join('');
-  return `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}${id}Connection: close\r\n\r\n${body}`;
-}
 
 /** A catalogue error through a ServerResponse (the contract's body and headers). */
 function answer(res: Parameters<RequestListener>[1], e: AppError, headers: Record<string, string> = {}): void {

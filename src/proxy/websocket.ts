@@ -4,7 +4,8 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { AppError, errors } from '../errors.js';
 import type { SessionTokens } from '../core/token-vault.js';
 import type { Logger } from '../logger.js';
-import { toAppError } from '../http/respond.js';
+import { rawErrorResponse, toAppError } from '../http/respond.js';
+import { requestIdOf } from '../http/observe.js';
 
 /** What the WebSocket proxy needs from the rest of cloakroom; app.ts hands in the real ones. */
 export interface WebSocketProxyDeps {
@@ -45,29 +46,10 @@ export const SESSION_ENDED = { code: 1008, reason: 'session_ended' } as const;
 /** Bytes queued towards one side before the other side is paused. */
 const HIGH_WATER = 4 << 20;
 
-const STATUS_TEXT: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  403: 'Forbidden',
-  404: 'Not Found',
-  405: 'Method Not Allowed',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
 /** An ordinary JSON HTTP answer on the raw socket: the handshake never became a WebSocket. */
-export function writeRawError(socket: Duplex, err: AppError): void {
-  const e = err.expose ? err : errors.serverError(err);
-  const body = JSON.stringify({ error: e.code, message: e.message, ...e.extra });
-  const extra = Object.entries(e.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+export function writeRawError(socket: Duplex, err: AppError, requestId?: string): void {
   if (!socket.writable) return void socket.destroy();
-  socket.end(
-    `HTTP/1.1 ${e.status} ${STATUS_TEXT[e.status] ?? 'Error'}\r\nContent-Type: application/json; charset=utf-8\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\n${extra}Connection: close\r\n\r\n${body}`,
-  );
+  socket.end(rawErrorResponse(err, requestId));
 }
 
 export const wsErrors = {
@@ -209,8 +191,8 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
   const connectUpstream = (req: IncomingMessage, tokens: SessionTokens, protocols: string[], onStart: (ws: WebSocket) => void): Promise<Handshake> =>
     new Promise((resolve) => {
       const headers: Record<string, string> = { authorization: `Bearer ${tokens.accessToken}` };
-      const requestId = req.headers['x-request-id'];
-      if (typeof requestId === 'string') headers['x-request-id'] = requestId;
+      // The browser's id only when it is a valid one (contract), as on the HTTP proxy.
+      headers['x-request-id'] = requestIdOf(req);
       const ws = new WebSocket(`${wsBase}${req.url ?? '/'}`, protocols, {
         headers,
         maxPayload: deps.maxPayload,
@@ -366,7 +348,7 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       accept(req, socket, head).catch((err: unknown) => {
         const e = toAppError(err);
         if (e.status >= 500 && e.code !== 'websockets_unavailable') deps.logger.warn({ err: e.cause ?? e, code: e.code }, 'websocket handshake failed');
-        writeRawError(socket, e);
+        writeRawError(socket, e, requestIdOf(req));
       });
     },
     closeSession,

@@ -144,6 +144,9 @@ describe('token headers', () => {
     ['Location percent-encoded', { location: `/cb?rt=${encodeURIComponent(REFRESH)}` }, ['location']],
     ['Location fully percent-encoded, lower-case hex', { location: `/cb?rt=${[...REFRESH].map((c) => '%' + c.charCodeAt(0).toString(16)).join('')}` }, ['location']],
     ['any header, in a list', { link: ['</a>; rel=x', `</b?t=${ACCESS}>; rel=y`], 'x-debug-auth': `Bearer ${ACCESS}` }, ['link', 'x-debug-auth']],
+    ['JSON-escaped, one character as \\u', { 'x-debug': `{"t":"${ACCESS.slice(0, 5)}\\u00${ACCESS.charCodeAt(5).toString(16)}${ACCESS.slice(6)}"}`, etag: '"abc"' }, ['x-debug']],
+    ['an HTML entity in a plain value', { 'x-note': `${ACCESS.slice(0, 3)}&#${ACCESS.charCodeAt(3)};${ACCESS.slice(4)}`, 'cache-control': 'no-store' }, ['x-note']],
+    ['escape bytes without a secret stay', { 'content-disposition': "attachment; filename*=UTF-8''a%20b.pdf", link: '</p?a=1&b=2>; rel=next', 'x-path': 'C:\\temp' }, []],
     ['harmless headers stay', { location: '/next', etag: '"abc"', 'x-request-id': 'eyJhbGciOiJSUzI1NiJ9' }, []],
   ];
   it.each(cases)('%s', (_name, headers, dropped) => {

@@ -318,8 +318,12 @@ export function createJsonCleaner(stats: JsonCleanerStats = { removed: 0 }): Bod
   };
 }
 
-/** One-shot form, for tests and small bodies. */
+/**
+ * One-shot form, for whole answers (proxy/exchange.ts) and tests: the same buffer, not a copy,
+ * when nothing in it can start a token member (the usual answer), so a clean body costs one scan.
+ */
 export function cleanJson(body: Buffer): Buffer {
+  if (!hasTrigger(body)) return body;
   const c = createJsonCleaner();
   return Buffer.concat([...c.push(body), ...c.end()]);
 }

@@ -82,6 +82,8 @@ function decodeUnit(buf: Uint8Array, pos: number, end: number): { code: number; 
 
 interface Secret {
   bytes: Buffer;
+  /** The bytes as a latin1 string: how Node hands header values over. */
+  text: string;
   /** For each character code, the indexes where it occurs in the secret. */
   positions: Map<number, number[]>;
 }
@@ -99,7 +101,7 @@ function prepare(value: string): Secret | null {
       else positions.set(c, [i]);
     }
   }
-  return { bytes, positions };
+  return { bytes, text: bytes.toString('latin1'), positions };
 }
 
 /** Matches `secret` from index `j` on at `pos`, each character plain or escaped; the end or -1. */
@@ -131,6 +133,11 @@ export function findSecrets(buf: Uint8Array, secrets: readonly Secret[], end = b
     // Written plainly: native search.
     for (let i = b.indexOf(s.bytes); i !== -1; i = b.indexOf(s.bytes, i + 1)) found.push([i, i + s.bytes.length]);
   }
+  const firstBackslash = b.indexOf(BACKSLASH);
+  const firstPercent = b.indexOf(PERCENT);
+  const firstEntity = b.indexOf(ENTITY);
+  // No byte that can start an escape: only plain occurrences were possible (the usual answer).
+  if (firstBackslash === -1 && firstPercent === -1 && firstEntity === -1) return merge(found);
   const escapable = secrets.filter((s) => s.positions.size > 0);
   if (escapable.length === 0) return merge(found);
   // With at least one escaped character: start from the first escape of the occurrence,
@@ -151,15 +158,15 @@ export function findSecrets(buf: Uint8Array, secrets: readonly Secret[], end = b
       }
     }
   };
-  for (let i = b.indexOf(BACKSLASH); i !== -1; ) {
+  for (let i = firstBackslash; i !== -1; ) {
     tryEscapeAt(i);
     // A run of backslashes is one unit candidate: skip to its end.
     let j = i + 1;
     while (j < end && buf[j] === BACKSLASH) j++;
     i = j < end ? b.indexOf(BACKSLASH, j) : -1;
   }
-  for (let i = b.indexOf(PERCENT); i !== -1; i = b.indexOf(PERCENT, i + 1)) tryEscapeAt(i);
-  for (let i = b.indexOf(ENTITY); i !== -1; i = b.indexOf(ENTITY, i + 1)) tryEscapeAt(i);
+  for (let i = firstPercent; i !== -1; i = b.indexOf(PERCENT, i + 1)) tryEscapeAt(i);
+  for (let i = firstEntity; i !== -1; i = b.indexOf(ENTITY, i + 1)) tryEscapeAt(i);
   return merge(found);
 }
 
@@ -210,8 +217,17 @@ export function scrubSecrets(buf: Buffer, set: SecretSet): Buffer {
   return Buffer.concat(replaceRanges(buf, ranges, buf.length));
 }
 
+/** A byte that can start an escape unit (`\\`, `%`, `&#`): without one, only a plain occurrence can be there. */
+const ESCAPE_START = /[\\%&]/;
+
+/**
+ * For header values (latin1 strings, as Node gives them). Most values have no escape at all,
+ * and then a plain substring search is the whole answer: no buffer, no scan per escape byte.
+ */
 export function containsSecret(text: string, set: SecretSet): boolean {
-  return set.secrets.length > 0 && findSecrets(Buffer.from(text, 'latin1'), set.secrets).length > 0;
+  if (set.secrets.length === 0) return false;
+  if (!ESCAPE_START.test(text)) return set.secrets.some((s) => text.includes(s.text));
+  return findSecrets(Buffer.from(text, 'latin1'), set.secrets).length > 0;
 }
 
 /** A synchronous stage: push chunks in, get the chunks to pass on (no promise, no copy of clean bulk). */

@@ -53,7 +53,9 @@ export function createUpstreamClient(upstreamUrl: string, timeoutMs: number, dis
     timeoutMs,
     request: (opts) => agent.request({ ...options(opts), ...(opts.signal ? { signal: opts.signal } : {}) }),
     dispatch: (opts, handler) => {
-      agent.dispatch({ ...options(opts), bodyTimeout: 0 }, handler);
+      const o = options(opts);
+      o.bodyTimeout = 0;
+      agent.dispatch(o, handler);
     },
     close: () => agent.close(),
   };

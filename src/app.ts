@@ -296,7 +296,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   const handler: RequestListener = (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
     const route = findRoute(routes, url);
-    observe(req, res, url, route);
+    observe(req, res, url, route, route?.handler.kind === 'raw');
     if (tracing) tracing.traceRequest(req, res, `${req.method ?? 'GET'} ${routeLabel(route, url)}`, () => answerRequest(req, res, route));
     else answerRequest(req, res, route);
   };

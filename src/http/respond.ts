@@ -42,7 +42,8 @@ export function sendError(req: IncomingMessage, res: ServerResponse, err: unknow
     return;
   }
   const shown = e.expose ? e : errors.serverError(e);
-  sendJson(res, shown.status, { error: shown.code, message: shown.message, ...shown.extra }, shown.headers);
+  // Also where nothing set it before (the raw proxy writes the id into its own heads).
+  sendJson(res, shown.status, { error: shown.code, message: shown.message, ...shown.extra }, { ...shown.headers, 'x-request-id': requestIdOf(req) });
 }
 
 /** The path without its query: queries may carry one-time or exchange tokens, so logs never see them. */

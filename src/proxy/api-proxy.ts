@@ -8,7 +8,7 @@ import { apiPathVerdict, FORBIDDEN_API_PATHS, type ApiPathVerdict } from '../cor
 import type { Tracing } from '../tracing.js';
 import type { UpstreamClient } from '../upstream/client.js';
 import { UPSTREAM_ACCEPT_ENCODING } from './encoding.js';
-import { ProxyExchange, type ExchangeHooks, type Outcome } from './exchange.js';
+import { ProxyExchange, type ExchangeHooks, type ExchangeRequest, type Outcome } from './exchange.js';
 import { directForwarding } from './forwarding.js';
 import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
 import { BODY_IDLE_TIMEOUT_MS, readRequestBody, type RequestBody } from './replayable-body.js';
@@ -81,16 +81,18 @@ export function createApiProxy(deps: ApiProxyDeps) {
   const secretsOf = createSecretSets();
 
   const exchange = (req: IncomingMessage, res: ServerResponse, body: RequestBody, tokens: SessionTokens, replayable: boolean): Promise<Outcome> => {
+    const requestId = deps.requestId?.(req);
     const headers = requestHeadersToForward(req.headers, {
       accessToken: tokens.accessToken,
       streamedBody: body.kind === 'stream',
       forwarded: forwarding(req),
-      ...(deps.requestId ? { requestId: deps.requestId(req) } : {}),
+      ...(requestId !== undefined ? { requestId } : {}),
       tracing: tracing !== undefined,
     });
     // No Range (a token could be pieced together from parts) and no coding we cannot decode.
     applyBodyRequestRules(headers, UPSTREAM_ACCEPT_ENCODING);
-    const opts = { method: req.method ?? 'GET', acceptEncoding: req.headers['accept-encoding'], secrets: secretsOf(tokens), bodyTimeoutMs: upstream.timeoutMs, replayable };
+    const opts: ExchangeRequest = { method: req.method ?? 'GET', acceptEncoding: req.headers['accept-encoding'], secrets: secretsOf(tokens), bodyTimeoutMs: upstream.timeoutMs, replayable };
+    if (requestId !== undefined) opts.requestId = requestId;
     const method = (req.method ?? 'GET') as Dispatcher.HttpMethod;
     const span = tracing?.startUpstream(method, headers);
     const sent = new Promise<Outcome>((resolve, reject) => {

@@ -32,6 +32,8 @@ export interface ExchangeRequest {
   /** Upstream silent this long mid-body (not paused by us, not an event stream): 504 or a cut body. */
   bodyTimeoutMs: number;
   replayable: boolean;
+  /** The request's `X-Request-Id`, written into the head of the answer (http/observe.ts `idInHead`). */
+  requestId?: string;
 }
 
 /**
@@ -112,6 +114,7 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
       controller.abort(err);
       return;
     }
+    if (this.opts.requestId !== undefined) plan.headers['x-request-id'] = this.opts.requestId;
     if (plan.kind === 'no-body') {
       this.mode = 'ignore';
       this.res.writeHead(plan.status, plan.headers);

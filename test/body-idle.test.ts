@@ -35,7 +35,7 @@ const TOKENS: SessionTokens = Object.freeze({
 beforeAll(async () => {
   upstream = await startFakeUpstream();
   client = createUpstreamClient(upstream.url, 5000);
-  const tokens = { currentTokens: async () => TOKENS, tokensAfterRejection: async () => TOKENS } as unknown as TokenAccess;
+  const tokens = { currentTokens: async () => TOKENS, tokensNow: () => undefined, tokensAfterRejection: async () => TOKENS } as unknown as TokenAccess;
   const proxy = createApiProxy({ upstream: client, tokens, readSessionId: () => 'sid', bodyIdleTimeoutMs: IDLE_MS });
   const logger = createLogger('silent', new Writable({ write: (_c, _e, cb) => cb() }));
   server = createCloakroomServer((req, res) => {

@@ -291,13 +291,14 @@ describe('streams', () => {
 describe('the request id on every kind of proxied answer', () => {
   // The proxy writes the id into the heads it writes itself (no header is set ahead of them), so
   // each way an answer leaves has to carry it: whole, streamed, compressed, event stream, refused.
-  it.each([
+  const shapes: [string, string, OutgoingHttpHeaders, number][] = [
     ['a small whole answer', '/api/shape/json?pad=10', {}, 200],
     ['a compressed answer', '/api/shape/json?coding=gzip&pad=3000', { 'accept-encoding': 'br' }, 200],
     ['a large streamed answer', '/api/shape/large?size=200000', {}, 200],
     ['an event stream', '/api/shape/sse?events=1', { accept: 'text/event-stream' }, 200],
     ['a coding refused with 502', '/api/shape/json?coding=zstd', { 'accept-encoding': 'zstd, br' }, 502],
-  ] as const)('%s', async (_name, path, headers, status) => {
+  ];
+  it.each(shapes)('%s', async (_name, path, headers, status) => {
     const id = `shape-${status}-${path.length}`;
     const r = await get(app, path, { ...headers, 'x-request-id': id });
     expect(r.status).toBe(status);
@@ -306,16 +307,16 @@ describe('the request id on every kind of proxied answer', () => {
 
   it('a_head_request_and_a_request_without_a_session_carry_it_too', async () => {
     const { hostname, port } = new URL(app.url);
-    const head = await new Promise<IncomingHttpHeaders & { status?: number }>((resolve, reject) => {
+    const head = await new Promise<{ status: number | undefined; headers: IncomingHttpHeaders }>((resolve, reject) => {
       const req = httpRequest({ host: hostname, port, path: '/api/shape/json', method: 'HEAD', headers: { cookie, 'x-csrf': '1', 'x-request-id': 'head-1' }, agent: false }, (res) => {
         res.resume();
-        resolve({ ...res.headers, status: res.statusCode });
+        resolve({ status: res.statusCode, headers: res.headers });
       });
       req.on('error', reject);
       req.end();
     });
     expect(head.status).toBe(200);
-    expect(head['x-request-id']).toBe('head-1');
+    expect(head.headers['x-request-id']).toBe('head-1');
     const anonymous = await get(app, '/api/shape/json', { 'x-request-id': 'anon-1' }, '');
     expect(anonymous.status).toBe(401);
     expect(anonymous.headers['x-request-id']).toBe('anon-1');

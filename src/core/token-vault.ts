@@ -45,6 +45,8 @@ interface SealedPart { a: string; r: string | null; c: string; i?: string }
 export interface TokenVault {
   /** `fresh`: straight from the store, past any local cache (the refresher, after a lost compare-and-set). */
   read(sid: string, opts?: { fresh?: boolean }): Promise<SessionTokens | null>;
+  /** The tokens, opened, when the store holds the record in this process (`peekTokens`); else undefined. */
+  peek(sid: string): SessionTokens | undefined;
   /**
    * The refresher's one round trip: takes the session's refresh lock for `owner` only while the
    * stored tokens are still at `seenVersion`, and returns the stored tokens either way, opened
@@ -126,6 +128,11 @@ export function createTokenVault(store: TokenStore, sealer: TokenSealer, clock: 
     async read(sid, opts) {
       const record = opts?.fresh && store.readTokensFresh ? await store.readTokensFresh(sid) : await store.readTokens(sid);
       return record ? open(sid, record) : null;
+    },
+
+    peek(sid) {
+      const record = store.peekTokens?.(sid);
+      return record ? (open(sid, record) ?? undefined) : undefined;
     },
 
     async claim(sid, owner, leaseMs, seenVersion) {

@@ -11,7 +11,7 @@ import { UPSTREAM_ACCEPT_ENCODING } from './encoding.js';
 import { ProxyExchange, type ExchangeHooks, type ExchangeRequest, type Outcome } from './exchange.js';
 import { directForwarding } from './forwarding.js';
 import { requestHeadersToForward, type ForwardedFor } from './header-rules.js';
-import { BODY_IDLE_TIMEOUT_MS, readRequestBody, type RequestBody } from './replayable-body.js';
+import { BODY_IDLE_TIMEOUT_MS, hasNoBody, NO_BODY, readRequestBody, type RequestBody } from './replayable-body.js';
 import { applyBodyRequestRules } from './response-body.js';
 import { secretSet, type SecretSet } from './secret-scrubber.js';
 
@@ -111,7 +111,20 @@ export function createApiProxy(deps: ApiProxyDeps) {
     );
   };
 
-  return async function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // The access token may have been revoked early: refresh once, replay once.
+  const replayAfterRejection = async (req: IncomingMessage, res: ServerResponse, sid: string, body: RequestBody, used: SessionTokens): Promise<void> => {
+    const fresh = await deps.tokens.tokensAfterRejection(sid, used);
+    await exchange(req, res, body, fresh, false);
+  };
+
+  const exchangeOnce = async (req: IncomingMessage, res: ServerResponse, sid: string): Promise<void> => {
+    const tokens = await deps.tokens.currentTokens(sid);
+    const body = await readRequestBody(req, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
+    if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') await replayAfterRejection(req, res, sid, body, tokens);
+  };
+
+  /** Throws the contract's refusals; returns the session id. */
+  const admit = (req: IncomingMessage): string => {
     // TRACE echoes the request (its Cookie and our Bearer with it); CONNECT would make us a tunnel.
     if (req.method === 'TRACE' || req.method === 'CONNECT') throw errors.methodNotAllowed(req.method);
     const rawUrl = req.url ?? '/';
@@ -120,16 +133,21 @@ export function createApiProxy(deps: ApiProxyDeps) {
     // A raw `#` (a raw client can send one) ends the path or query for every server upstream.
     if (verdict === 'invalid' || (q !== -1 && rawUrl.includes('#', q))) throw errors.invalidPath();
     if (verdict === 'forbidden') throw errors.forbiddenPath();
-
     const sid = deps.readSessionId(req.headers.cookie);
     if (!sid) throw errors.unauthenticated();
-    const tokens = await deps.tokens.currentTokens(sid);
+    return sid;
+  };
 
-    const body = await readRequestBody(req, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
-    if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') {
-      // The access token may have been revoked early: refresh once, replay once.
-      const fresh = await deps.tokens.tokensAfterRejection(sid, tokens);
-      await exchange(req, res, body, fresh, false);
+  return function proxyApiRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let sid: string;
+    try {
+      sid = admit(req);
+    } catch (err) {
+      return Promise.reject(err);
     }
+    // The common request: tokens held here and not due, no body. No await before the exchange.
+    const tokens = hasNoBody(req) ? deps.tokens.tokensNow(sid) : undefined;
+    if (tokens === undefined) return exchangeOnce(req, res, sid);
+    return exchange(req, res, NO_BODY, tokens, true).then((outcome) => (outcome === 'rejected' ? replayAfterRejection(req, res, sid, NO_BODY, tokens) : undefined));
   };
 }

@@ -41,11 +41,19 @@ function idleBoundStream(req: IncomingMessage, head: Buffer[], idleMs: number): 
   return out;
 }
 
+export const NO_BODY: RequestBody = Object.freeze({ kind: 'none' });
+
+/** Neither a length nor a chunked body: nothing to read (GET, HEAD, DELETE as browsers send them). */
+export function hasNoBody(req: IncomingMessage): boolean {
+  const declared = req.headers['content-length'];
+  return req.headers['transfer-encoding'] === undefined && (declared === undefined || declared === '0');
+}
+
 /** Keeps bodies up to REPLAY_LIMIT for a replay; anything larger streams through once. */
 export function readRequestBody(req: IncomingMessage, idleMs = BODY_IDLE_TIMEOUT_MS): Promise<RequestBody> {
   const declared = req.headers['content-length'];
   const chunked = req.headers['transfer-encoding'] !== undefined;
-  if (!chunked && (declared === undefined || declared === '0')) return Promise.resolve({ kind: 'none' });
+  if (hasNoBody(req)) return Promise.resolve(NO_BODY);
   if (!chunked && Number(declared) > REPLAY_LIMIT) return Promise.resolve({ kind: 'stream', data: idleBoundStream(req, [], idleMs) });
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

@@ -30,6 +30,7 @@ export function createMemoryTokenStore(clock: () => number = Date.now): TokenSto
 
   return {
     readTokens: async (sid) => live(tokens, sid),
+    peekTokens: (sid) => live(tokens, sid) ?? undefined,
     createTokens: async (sid, record, ttlMs) => {
       tokens.set(sid, { value: record, expiresAt: clock() + ttlMs });
     },

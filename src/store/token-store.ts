@@ -21,6 +21,12 @@ export interface TokenStore {
   readTokens(sid: string): Promise<TokenRecord | null>;
   /** Bypasses any local cache (the refresher's read after a lost compare-and-set); defaults to readTokens. */
   readTokensFresh?(sid: string): Promise<TokenRecord | null>;
+  /**
+   * The record as this process holds it right now, without a command or a promise (the proxy's
+   * fast path): what `readTokens` would answer from its cache at this instant, else undefined
+   * (ask `readTokens`). Never anything `readTokens` would not have served.
+   */
+  peekTokens?(sid: string): TokenRecord | undefined;
   /** Resolves when the session's token record may have changed, or after maxMs: wakes refresh waiters early. */
   changed?(sid: string, maxMs: number): Promise<void>;
   createTokens(sid: string, record: TokenRecord, ttlMs: number): Promise<void>;

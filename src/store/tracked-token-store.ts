@@ -158,6 +158,13 @@ export function createTrackedCache(inner: TokenStore, connect: (hooks: TopologyH
       return read;
     },
     readTokensFresh: (sid) => inner.readTokens(sid),
+    // readTokens's cache hit, the same checks, no promise.
+    peekTokens(sid) {
+      const tracker = topology.trackerOf(sid);
+      if (!tracker?.up) return undefined;
+      const hit = entries.get(sid);
+      return hit && hit.tracker === tracker ? hit.record : undefined;
+    },
     forget,
     changed: (sid, maxMs) =>
       new Promise<void>((resolve) => {

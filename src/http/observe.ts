@@ -15,6 +15,10 @@ export function chooseRequestId(header: string | string[] | undefined): string {
 }
 
 const REQUEST_ID = Symbol('cloakroom.requestId');
+const WATCHED = Symbol('cloakroom.watched');
+interface Watched {
+  [WATCHED]?: { req: IncomingMessage; url: string; route: Route<unknown> | undefined; started: number } | undefined;
+}
 const UPSTREAM_SECONDS = Symbol('cloakroom.upstreamSeconds');
 interface Observed {
   [REQUEST_ID]?: string;
@@ -45,6 +49,32 @@ export function createRequestObserver(deps: { logger: Logger; metrics: Metrics; 
   // path without its query, numbers): the redaction list has nothing to find in them, and its
   // wildcard paths cost about 6 µs a line (docs/performance.md), so their logger skips it.
   const accessLogger = logger.child({}, { redact: { paths: [] } });
+  // One listener shared by every response, reading what it needs off the response: no closure
+  // and no once-wrapper per request.
+  function onFinish(this: ServerResponse & Watched): void {
+    const watched = this[WATCHED];
+    if (watched === undefined) return;
+    this[WATCHED] = undefined;
+    const { req, url, route, started } = watched;
+    const seconds = (performance.now() - started) / 1000;
+    const label = routeLabel(route, url);
+    metrics.requests.inc({ route: label, status: String(this.statusCode) });
+    metrics.requestDuration.observe({ route: label }, seconds);
+    if (!accessLog || !accessLogger.isLevelEnabled('info')) return;
+    const upstream = (req as IncomingMessage & Observed)[UPSTREAM_SECONDS];
+    accessLogger.info(
+      {
+        requestId: requestIdOf(req),
+        route: label,
+        method: req.method,
+        path: pathOf(url),
+        status: this.statusCode,
+        ms: Math.round(seconds * 10_000) / 10,
+        ...(upstream !== undefined ? { upstreamMs: Math.round(upstream * 10_000) / 10 } : {}),
+      },
+      'request',
+    );
+  }
   /**
    * `idInHead`: the route writes `X-Request-Id` into the head it writes itself (the raw proxy,
    * whose every answer and error goes through proxy/exchange.ts or respond.ts sendError). A header
@@ -53,25 +83,7 @@ export function createRequestObserver(deps: { logger: Logger; metrics: Metrics; 
   return function observe(req: IncomingMessage, res: ServerResponse, url: string, route: Route<unknown> | undefined, idInHead = false): void {
     const started = performance.now();
     if (!idInHead) res.setHeader('x-request-id', requestIdOf(req));
-    res.once('finish', () => {
-      const seconds = (performance.now() - started) / 1000;
-      const label = routeLabel(route, url);
-      metrics.requests.inc({ route: label, status: String(res.statusCode) });
-      metrics.requestDuration.observe({ route: label }, seconds);
-      if (!accessLog || !accessLogger.isLevelEnabled('info')) return;
-      const upstream = (req as IncomingMessage & Observed)[UPSTREAM_SECONDS];
-      accessLogger.info(
-        {
-          requestId: requestIdOf(req),
-          route: label,
-          method: req.method,
-          path: pathOf(url),
-          status: res.statusCode,
-          ms: Math.round(seconds * 10_000) / 10,
-          ...(upstream !== undefined ? { upstreamMs: Math.round(upstream * 10_000) / 10 } : {}),
-        },
-        'request',
-      );
-    });
+    (res as ServerResponse & Watched)[WATCHED] = { req, url, route, started };
+    res.on('finish', onFinish);
   };
 }

@@ -126,7 +126,13 @@ export class ProxyExchange implements Dispatcher.DispatchHandler {
     if (plan.decode.length === 0 && plan.encode === 'identity' && plan.stage !== 'event-stream' && declared <= WHOLE_ANSWER_LIMIT) {
       this.mode = 'whole';
       this.whole = { plan, chunks: [], size: 0 };
-      if (this.opts.bodyTimeoutMs > 0) this.startIdleTimer();
+      // A small answer has usually arrived whole in the same read as its head, and then it is
+      // written before this microtask runs: the idle timer is only made for one still arriving.
+      if (this.opts.bodyTimeoutMs > 0) {
+        queueMicrotask(() => {
+          if (!this.settled && this.mode === 'whole') this.startIdleTimer();
+        });
+      }
       return;
     }
     this.mode = 'body';

@@ -62,6 +62,10 @@ function weakenEtag(headers: Headers): void {
 
 function appendVary(headers: Headers, name: string): void {
   const v = headers.vary;
+  if (v === undefined) {
+    headers.vary = name;
+    return;
+  }
   const list = (Array.isArray(v) ? v.join(',') : (v ?? '')).split(',').map((s) => s.trim()).filter(Boolean);
   if (list.some((s) => s === '*' || s.toLowerCase() === name.toLowerCase())) return;
   headers.vary = [...list, name].join(', ');

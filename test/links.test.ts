@@ -334,6 +334,17 @@ describe('GET /links/portal', () => {
     expect(calls[0]?.headers['authorization']).toMatch(/^Bearer at_/);
   });
 
+  it('portal_and_download_links_send_the_browser_request_id_upstream', async () => {
+    // A new session: no media token cached yet.
+    const fresh = await signIn();
+    h.upstream.reset();
+    await portal(app, '/en', fresh).set('X-Request-Id', 'portal-link-1').expect(302);
+    await download(app, INVOICE, fresh).set('X-Request-Id', 'download-link-1').expect(302);
+    const idsOf = (url: string) => h.upstream.requests.filter((r) => r.url === url).map((r) => r.headers['x-request-id']);
+    expect(idsOf('/api/sys/users/token/refresh')).toEqual(['portal-link-1']);
+    expect(idsOf('/api/auth/media/customer')).toEqual(['download-link-1']);
+  });
+
   it('portal_link_answers_a_bare_302_with_no_store_and_no_referrer', async () => {
     expectBare302(await portal(app, '/en/invoices', cookie));
   });

@@ -105,6 +105,35 @@ describe('tracing', () => {
     expect(store.every((s) => s.parentSpanId === login?.spanId)).toBe(true);
   });
 
+  it('a_sign_in_sends_its_trace_upstream_on_the_token_call', async () => {
+    const traceId = 'b'.repeat(31) + '2';
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').set('traceparent', `00-${traceId}-${BROWSER_SPAN}-01`)
+      .send({ email: 'demo@example.com', password: 'demo-password' });
+    expect(res.status).toBe(200);
+    const sent = h.upstream.requests.filter((r) => r.url === '/api/token').at(-1)?.headers.traceparent;
+    expect(sent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+    const found = await traceSpans(traceId, 3);
+    const server = found.find((s) => s.name === 'POST /auth/login');
+    const token = found.find((s) => s.name === 'upstream POST');
+    expect(token?.parentSpanId).toBe(server?.spanId);
+    expect(String(sent).split('-')[2]).toBe(token?.spanId);
+  });
+
+  it('a_refresh_sends_the_trace_upstream_from_its_own_span', async () => {
+    const agent = await h.signIn(app);
+    h.upstream.expireAllAccessTokens();
+    const traceId = 'c'.repeat(31) + '3';
+    const res = await agent.get('/api/echo/refresh-traced').set('X-CSRF', '1').set('traceparent', `00-${traceId}-${BROWSER_SPAN}-01`);
+    expect(res.status).toBe(200);
+    const sent = h.upstream.requests.filter((r) => r.url === '/api/token').at(-1)?.headers.traceparent;
+    expect(sent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+    const found = await traceSpans(traceId, 5);
+    const refresh = found.find((s) => s.name === 'token refresh');
+    const token = found.find((s) => s.name === 'upstream POST');
+    expect(token?.parentSpanId).toBe(refresh?.spanId);
+    expect(String(sent).split('-')[2]).toBe(token?.spanId);
+  });
+
   it('an_invalid_traceparent_starts_a_new_trace', async () => {
     const agent = await h.signIn(app);
     const res = await agent.get('/api/echo/bad-parent').set('X-CSRF', '1').set('traceparent', 'not-a-traceparent');

@@ -10,7 +10,8 @@ export type FreshTokens =
   | { kind: 'ended' }
   /** No session record (or none this process can open) when the refresh was claimed. */
   | { kind: 'gone' }
-  | { kind: 'failed'; failure: UpstreamFailure };
+  /** `cause`: the transport error or unexpected answer (no token in it), for the request's warn line. */
+  | { kind: 'failed'; failure: UpstreamFailure; cause?: unknown };
 
 export interface RefreshDeps {
   vault: TokenVault;

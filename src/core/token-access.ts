@@ -73,7 +73,8 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
 }
 
 export function endedOrFailed(result: Exclude<FreshTokens, { kind: 'ok' }>): AppError {
-  return result.kind === 'failed' ? failureToError(result.failure) : errors.sessionExpired();
+  // The cause is logged once per failed request by the error handler, as a sign-in's is.
+  return result.kind === 'failed' ? failureToError(result.failure, result.cause) : errors.sessionExpired();
 }
 
 export type TokenAccess = ReturnType<typeof createTokenAccess>;

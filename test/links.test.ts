@@ -619,6 +619,50 @@ async function startStub(): Promise<{ url: string; mode: { current: StubMode }; 
   };
 }
 
+describe('the one-time token at the portal (seed 000: single use, Status mirrored)', () => {
+  /** PORTAL_URL on the fake upstream, whose portal login takes a one-time token once. */
+  let viaFake: Instance;
+  let cookie: string;
+  beforeAll(async () => {
+    viaFake = await h.start({ PORTAL_URL: `${h.upstream.url}/en` });
+    cookie = await signIn();
+  });
+  const follow = (location: string) => fetch(location, { redirect: 'manual' });
+
+  it('a_portal_link_signs_in_at_the_portal_once_and_following_it_again_is_refused', async () => {
+    const link = await portal(viaFake, '/en/invoices', cookie);
+    expect(link.status).toBe(302);
+    const location = String(link.headers.location);
+    const first = await follow(location);
+    expect(first.status).toBe(302);
+    expect(first.headers.get('location')).toBe('/en/invoices');
+    expect((await follow(location)).status).toBe(401);
+    // The next link is a new token, taken once too.
+    const next = String((await portal(viaFake, '/en/invoices', cookie)).headers.location);
+    expect(tOf(next)).not.toBe(tOf(location));
+    expect((await follow(next)).status).toBe(302);
+    expect((await follow(next)).status).toBe(401);
+  });
+
+  it('a_failed_one_time_token_is_http_500_upstream_and_502_token_unavailable_here', async () => {
+    h.upstream.oneTimeTokenFails = true;
+    try {
+      const direct = await fetch(`${h.upstream.url}/api/sys/users/token/refresh`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${h.upstream.mintAccessToken(DEMO.email, 60)}` },
+      });
+      expect(direct.status).toBe(500);
+      expect(await direct.json()).toEqual({ WasSuccessful: false, Value: null, Status: 500, Message: 'failed', Errors: null });
+      const res = await portal(viaFake, '/en', cookie);
+      expect(res.status).toBe(502);
+      expect(res.body).toEqual({ error: 'token_unavailable', message: expect.any(String) });
+      expect(res.headers.location).toBeUndefined();
+    } finally {
+      h.upstream.oneTimeTokenFails = false;
+    }
+  });
+});
+
 describe('links when upstream misbehaves', () => {
   let stub: Awaited<ReturnType<typeof startStub>>;
   let broken: Instance;

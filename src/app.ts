@@ -90,7 +90,7 @@ export function createApp(deps: AppDeps): Cloakroom {
   // Connection failures count too (part `connection`): a dead Redis shows even without traffic.
   const onRedisConnectionError = () => metrics.redisErrors.inc({ part: 'connection' });
   deps.redis?.on('error', onRedisConnectionError);
-  const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs);
+  const upstream = deps.upstream ?? createUpstreamClient(config.upstreamUrl, config.upstreamTimeoutMs, { tracing });
   const dialect = createDialect(config, upstream);
   const sealer = createTokenSealer(config.tokenKeys);
   const timeouts = sessionTimeouts(config.idleTimeoutSeconds * 1000, config.absoluteTimeoutSeconds * 1000);

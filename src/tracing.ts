@@ -9,7 +9,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
  * handler, which the http and undici instrumentations would either miss or double, and patching
  * ioredis under ESM would need a loader hook at start. The spans:
  * - `<METHOD> <route>` (server): one per request, continuing the browser's W3C `traceparent`;
- * - `upstream <METHOD>` (client): one proxied exchange, whose context is sent upstream as `traceparent`;
+ * - `upstream <METHOD>` (client): one proxied exchange, or one of cloakroom's own calls (sign-in, a
+ *   refresh's token call, link tokens: upstream/client.ts `request`), its context sent upstream as `traceparent`;
  * - `token refresh`: one refresh attempt (lock, upstream call, write back);
  * - `session store`: one guarded Redis operation of any store (src/store/redis-guard.ts).
  */

@@ -83,6 +83,32 @@ describe('a failed sign-in upstream is logged with its cause', () => {
   });
 });
 
+describe('a refresh that fails on the transport is logged with its cause', () => {
+  it.each<['reset' | 'hang', number, string, string]>([
+    ['reset', 502, 'upstream_unavailable', 'UND_ERR_SOCKET'],
+    ['hang', 504, 'upstream_timeout', 'UND_ERR_HEADERS_TIMEOUT'],
+  ])('a_refresh_whose_connection_%s_answers_%i_and_logs_one_warn_line_with_the_cause_and_no_token', async (fault, status, code, cause) => {
+    const agent = await h.signIn(app);
+    // The sign-in's pair, issued last: the access token, then the refresh token.
+    const [access, refresh] = h.upstream.issuedTokens().slice(-2);
+    expect(access).toMatch(/^at_/);
+    expect(refresh).toMatch(/^rt_/);
+    h.upstream.expireAllAccessTokens();
+    h.upstream.faults.refresh.push(fault);
+    const from = h.logs.length;
+    const id = `refresh-${fault}-1`;
+    const res = await agent.get('/api/echo/refresh-fails').set('X-CSRF', '1').set('X-Request-Id', id);
+    expect(res.status).toBe(status);
+    expect(res.body.error).toBe(code);
+    const lines = h.logs.slice(from);
+    const warnings = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 40);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ level: 40, msg: 'request failed', code, requestId: id });
+    expect(JSON.stringify(warnings[0]?.err)).toContain(cause);
+    for (const token of [access, refresh]) expect(lines.join('\n')).not.toContain(token);
+  });
+});
+
 describe('one reading of the session cookie on /auth and /api', () => {
   let value = '';
   let sid = '';

@@ -334,6 +334,17 @@ describe('GET /links/portal', () => {
     expect(calls[0]?.headers['authorization']).toMatch(/^Bearer at_/);
   });
 
+  it('portal_and_download_links_send_the_browser_request_id_upstream', async () => {
+    // A new session: no media token cached yet.
+    const fresh = await signIn();
+    h.upstream.reset();
+    await portal(app, '/en', fresh).set('X-Request-Id', 'portal-link-1').expect(302);
+    await download(app, INVOICE, fresh).set('X-Request-Id', 'download-link-1').expect(302);
+    const idsOf = (url: string) => h.upstream.requests.filter((r) => r.url === url).map((r) => r.headers['x-request-id']);
+    expect(idsOf('/api/sys/users/token/refresh')).toEqual(['portal-link-1']);
+    expect(idsOf('/api/auth/media/customer')).toEqual(['download-link-1']);
+  });
+
   it('portal_link_answers_a_bare_302_with_no_store_and_no_referrer', async () => {
     expectBare302(await portal(app, '/en/invoices', cookie));
   });
@@ -357,6 +368,13 @@ describe('GET /links/portal', () => {
     h.upstream.reset();
     h.upstream.oneTimeTokenFails = true;
     try {
+      // Seed 000: the envelope's Status mirrors the HTTP status, 500 on failure.
+      const direct = await fetch(`${h.upstream.url}/api/sys/users/token/refresh`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${h.upstream.mintAccessToken(DEMO.email, 60)}` },
+      });
+      expect(direct.status).toBe(500);
+      expect(await direct.json()).toEqual({ WasSuccessful: false, Value: null, Status: 500, Message: 'failed', Errors: null });
       const res = await portal(app, '/en', cookie);
       expect(res.status).toBe(502);
       expect(res.body).toEqual({ error: 'token_unavailable', message: expect.any(String) });
@@ -607,6 +625,32 @@ async function startStub(): Promise<{ url: string; mode: { current: StubMode }; 
       }),
   };
 }
+
+describe('the one-time token at the portal (seed 000: single use)', () => {
+  /** PORTAL_URL on the fake upstream, whose portal login takes a one-time token once. */
+  let viaFake: Instance;
+  let cookie: string;
+  beforeAll(async () => {
+    viaFake = await h.start({ PORTAL_URL: `${h.upstream.url}/en` });
+    cookie = await signIn();
+  });
+  const follow = (location: string) => fetch(location, { redirect: 'manual' });
+
+  it('a_portal_link_signs_in_at_the_portal_once_and_following_it_again_is_refused', async () => {
+    const link = await portal(viaFake, '/en/invoices', cookie);
+    expect(link.status).toBe(302);
+    const location = String(link.headers.location);
+    const first = await follow(location);
+    expect(first.status).toBe(302);
+    expect(first.headers.get('location')).toBe('/en/invoices');
+    expect((await follow(location)).status).toBe(401);
+    // The next link is a new token, taken once too.
+    const next = String((await portal(viaFake, '/en/invoices', cookie)).headers.location);
+    expect(tOf(next)).not.toBe(tOf(location));
+    expect((await follow(next)).status).toBe(302);
+    expect((await follow(next)).status).toBe(401);
+  });
+});
 
 describe('links when upstream misbehaves', () => {
   let stub: Awaited<ReturnType<typeof startStub>>;

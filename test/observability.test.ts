@@ -151,6 +151,53 @@ describe('request ids', () => {
   });
 });
 
+/** What upstream received as cloakroom's own calls for `path` with this grant, newest last. */
+const upstreamCalls = (path: string, grant?: string) =>
+  h.upstream.requests.filter((r) => r.url.split('?')[0] === path && (grant === undefined || new URLSearchParams(r.body.toString('utf8')).get('grant_type') === grant));
+
+describe('request ids on cloakroom\'s own upstream calls', () => {
+  it('a_sign_in_sends_the_browser_request_id_on_the_token_and_profile_calls', async () => {
+    const id = 'sign-in-id-1';
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').set('X-Request-Id', id).send(DEMO);
+    expect(res.status).toBe(200);
+    expect(upstreamCalls('/api/token', 'password').at(-1)?.headers['x-request-id']).toBe(id);
+    expect(upstreamCalls('/api/auth/me').at(-1)?.headers['x-request-id']).toBe(id);
+  });
+
+  it('a_sign_in_with_an_invalid_id_sends_the_new_id_it_answers_with', async () => {
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').set('X-Request-Id', 'not valid').send(DEMO);
+    expect(res.status).toBe(200);
+    expect(res.headers['x-request-id']).toMatch(UUID);
+    expect(upstreamCalls('/api/token', 'password').at(-1)?.headers['x-request-id']).toBe(res.headers['x-request-id']);
+  });
+
+  it('a_refresh_ahead_of_expiry_sends_the_id_of_the_request_that_needed_it', async () => {
+    // A token shorter-lived than REFRESH_SKEW is due after half its life.
+    h.upstream.accessTokenTtlSeconds = 2;
+    try {
+      const agent = await h.signIn(app);
+      await new Promise((r) => setTimeout(r, 1100));
+      const id = 'refresh-due-1';
+      const res = await agent.get('/api/echo/due').set('X-CSRF', '1').set('X-Request-Id', id);
+      expect(res.status).toBe(200);
+      expect(upstreamCalls('/api/token', 'refresh_token').at(-1)?.headers['x-request-id']).toBe(id);
+    } finally {
+      h.upstream.accessTokenTtlSeconds = 3600;
+    }
+  });
+
+  it('a_refresh_after_an_upstream_401_sends_the_id_of_the_rejected_request', async () => {
+    const agent = await h.signIn(app);
+    h.upstream.expireAllAccessTokens();
+    const id = 'refresh-401-1';
+    const res = await agent.get('/api/echo/rejected').set('X-CSRF', '1').set('X-Request-Id', id);
+    expect(res.status).toBe(200);
+    expect(upstreamCalls('/api/token', 'refresh_token').at(-1)?.headers['x-request-id']).toBe(id);
+    // The replay is the same request: same id.
+    expect(upstreamCalls('/api/echo/rejected').map((r) => r.headers['x-request-id'])).toEqual([id, id]);
+  });
+});
+
 describe('access log', () => {
   it('one_info_line_per_proxied_request_with_its_fields_and_no_query_or_secret', async () => {
     const agent = await h.signIn(app);

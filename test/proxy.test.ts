@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
@@ -380,13 +381,26 @@ describe('credential paths and dot segments', () => {
 describe('token fields in answers', () => {
   it('auth_me_reaches_the_browser_without_access_token_but_with_email', async () => {
     const agent = await h.signIn(app);
-    const res = await agent.get('/api/auth/me').set('X-CSRF', '1');
+    // Uncompressed, so the length can be checked: the seed's profile is over 1 KiB, compressed for a browser that accepts it.
+    const res = await agent.get('/api/auth/me').set('X-CSRF', '1').set('Accept-Encoding', 'identity');
     expect(res.status).toBe(200);
     expect(res.body.Email).toBe(DEMO.email);
     expect(res.body.FullName).toBe('Demo User');
     expect(res.body).not.toHaveProperty('AccessToken');
     expect(res.text).not.toMatch(/at_[A-Za-z0-9_-]{20}/);
     expect(Number(res.headers['content-length'])).toBe(Buffer.byteLength(res.text));
+  });
+
+  it('auth_me_reaches_the_browser_with_every_field_of_seed_002_but_access_token', async () => {
+    // The seed's example answer, field by field: the fake answers in that shape.
+    const seed = readFileSync(new URL('../../shared/seeds/002_84e2a92edfcaa69f.txt', import.meta.url), 'utf8');
+    const example = /"NewPasswordConfirm"[\s\S]*?"LocalizationDetails": null/.exec(seed)?.[0] ?? '';
+    const seedFields = Object.keys(JSON.parse(`{${example}}`) as Record<string, unknown>);
+    expect(seedFields).toContain('AccessToken');
+    const agent = await h.signIn(app);
+    const res = await agent.get('/api/auth/me').set('X-CSRF', '1');
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body as Record<string, unknown>)).toEqual(seedFields.filter((f) => f !== 'AccessToken'));
   });
 
   it('echoed_authorization_header_is_redacted_before_the_browser_sees_it', async () => {

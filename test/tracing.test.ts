@@ -105,6 +105,24 @@ describe('tracing', () => {
     expect(store.every((s) => s.parentSpanId === login?.spanId)).toBe(true);
   });
 
+  /** The last `/api/token` call carried `traceId`, from an `upstream POST` span under the span named `parent`. */
+  const expectTokenCallTraced = async (traceId: string, parent: string, atLeast: number) => {
+    const sent = h.upstream.requests.filter((r) => r.url === '/api/token').at(-1)?.headers.traceparent;
+    expect(sent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+    const found = await traceSpans(traceId, atLeast);
+    const token = found.find((s) => s.name === 'upstream POST');
+    expect(token?.parentSpanId).toBe(found.find((s) => s.name === parent)?.spanId);
+    expect(String(sent).split('-')[2]).toBe(token?.spanId);
+  };
+
+  it('a_sign_in_sends_its_trace_upstream_on_the_token_call', async () => {
+    const traceId = 'b'.repeat(31) + '2';
+    const res = await request(app.url).post('/auth/login').set('X-CSRF', '1').set('traceparent', `00-${traceId}-${BROWSER_SPAN}-01`)
+      .send({ email: 'demo@example.com', password: 'demo-password' });
+    expect(res.status).toBe(200);
+    await expectTokenCallTraced(traceId, 'POST /auth/login', 3);
+  });
+
   it('an_invalid_traceparent_starts_a_new_trace', async () => {
     const agent = await h.signIn(app);
     const res = await agent.get('/api/echo/bad-parent').set('X-CSRF', '1').set('traceparent', 'not-a-traceparent');
@@ -115,7 +133,7 @@ describe('tracing', () => {
     expect(found.find((s) => s.name === 'GET /api/*')?.parentSpanId ?? '').toBe('');
   });
 
-  it('a_refresh_is_a_span_of_the_request_that_needed_it_with_its_store_spans', async () => {
+  it('a_refresh_is_a_span_of_the_request_that_needed_it_with_its_store_spans_and_its_token_call', async () => {
     const agent = await h.signIn(app);
     h.upstream.expireAllAccessTokens();
     const traceId = 'a'.repeat(31) + '1';
@@ -128,5 +146,7 @@ describe('tracing', () => {
     // The claim and the write back are store operations inside the refresh.
     expect(found.filter((s) => s.name === 'session store' && s.parentSpanId === refresh?.spanId).length).toBeGreaterThanOrEqual(1);
     expect(found.find((s) => s.name === 'upstream GET')?.parentSpanId).toBe(server?.spanId);
+    // The refresh's own token call is a span of the refresh, its context sent upstream.
+    await expectTokenCallTraced(traceId, 'token refresh', 5);
   });
 });

@@ -21,7 +21,7 @@ import { createJsonRefresh } from './json-refresh.js';
 import { createMediaTokens } from './media-token.js';
 import { nexudusProfile } from './nexudus-profile.js';
 import { createNexudusTokens } from './nexudus-token.js';
-import { createOneTimeTokens } from './one-time-token.js';
+import { createOneTimeTokens, PORTAL_LOGIN_PATH } from './one-time-token.js';
 import { serveTestEndpoint } from './test-endpoints.js';
 import { createTestHooks, type DownloadProgress, type FakeUpstreamStats, type RecordedRequest, type RefreshFault } from './test-hooks.js';
 
@@ -121,6 +121,11 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     if (file?.[1] !== undefined) {
       if (!media.mediaAllowed(req, query)) return sendJson(res, 401, DENIED);
       return sendText(res, 200, `fake file ${file[1]}`, 'application/octet-stream');
+    }
+    // The portal's pages, not the API (`/api/login` is the json dialect's sign-in).
+    if (!path.startsWith('/api/') && PORTAL_LOGIN_PATH.test(path)) {
+      if (method !== 'GET') return methodNotAllowed(res, method);
+      return oneTime.portalLogin(res, query);
     }
     if (!path.startsWith('/api/')) {
       return sendJson(res, 404, { Message: 'Not found' });

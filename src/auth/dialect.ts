@@ -78,13 +78,17 @@ export type RefreshOutcome =
   | { kind: 'refused' }
   | UpstreamFailed;
 
-/** One upstream authentication protocol: nexudus, json or oidc. */
+/**
+ * One upstream authentication protocol: nexudus, json or oidc. `requestId`: the browser
+ * request the call is made for, sent upstream as `X-Request-Id` (a refresh carries the id of
+ * the request that started it, docs/operations.md).
+ */
 export interface AuthDialect {
   /** Password sign-in (POST /auth/login); absent in oidc mode, where sign-in is a redirect. */
-  login?(credentials: Credentials, clientId: string): Promise<LoginOutcome>;
-  refresh(refreshToken: string, clientId: string): Promise<RefreshOutcome>;
+  login?(credentials: Credentials, clientId: string, requestId?: string): Promise<LoginOutcome>;
+  refresh(refreshToken: string, clientId: string, requestId?: string): Promise<RefreshOutcome>;
   /** Server-issued JWT (magic link, checkout) to a session; absent where the upstream has none. */
-  exchange?(jwt: string, clientId: string): Promise<LoginOutcome>;
+  exchange?(jwt: string, clientId: string, requestId?: string): Promise<LoginOutcome>;
   /** oidc mode only: sign-in by redirect, and the provider's ways of ending a session. */
   redirectSignIn?: RedirectSignIn;
 }

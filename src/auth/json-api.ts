@@ -15,12 +15,13 @@ function unverifiedClaims(token: string): Record<string, unknown> {
 
 /** The generic JSON refresh API of seed 004 and the contract's `AUTH_MODE=json` paragraph. */
 export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: string; refreshPath: string }): AuthDialect {
-  const post = async (path: string, body: unknown) => {
+  const post = async (path: string, body: unknown, requestId: string | undefined) => {
     const res = await upstream.request({
       method: 'POST',
       path,
       headers: { 'content-type': 'application/json', accept: 'application/json' },
       body: JSON.stringify(body),
+      requestId,
     });
     return { status: res.statusCode, json: await readJson(res.body) };
   };
@@ -34,9 +35,9 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
   };
 
   return {
-    async login(credentials) {
+    async login(credentials, _clientId, requestId) {
       try {
-        const { status, json } = await post(paths.loginPath, { username: credentials.email, password: credentials.password });
+        const { status, json } = await post(paths.loginPath, { username: credentials.email, password: credentials.password }, requestId);
         if (status === 200) {
           const tokens = toTokens(json);
           if (!tokens) return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.loginPath, status) };
@@ -58,9 +59,9 @@ export function createJsonDialect(upstream: UpstreamClient, paths: { loginPath: 
       }
     },
 
-    async refresh(refreshToken): Promise<RefreshOutcome> {
+    async refresh(refreshToken, _clientId, requestId): Promise<RefreshOutcome> {
       try {
-        const { status, json } = await post(paths.refreshPath, { refreshToken });
+        const { status, json } = await post(paths.refreshPath, { refreshToken }, requestId);
         if (status === 200) {
           const tokens = toTokens(json);
           return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer(paths.refreshPath, status) };

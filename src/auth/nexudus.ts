@@ -5,12 +5,13 @@ const FORM = 'application/x-www-form-urlencoded';
 
 /** Nexudus token endpoint (seeds 002/003): form-encoded grants, `client_id` as a header. */
 export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeValidMinutes: number }): AuthDialect {
-  const tokenRequest = async (form: URLSearchParams, clientId: string) => {
+  const tokenRequest = async (form: URLSearchParams, clientId: string, requestId: string | undefined) => {
     const res = await upstream.request({
       method: 'POST',
       path: '/api/token',
       headers: { 'content-type': FORM, accept: 'application/json', client_id: clientId },
       body: form.toString(),
+      requestId,
     });
     return { status: res.statusCode, json: await readJson(res.body) };
   };
@@ -25,11 +26,12 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
   };
 
   /** The user, or the status of an answer that is not one. */
-  const fetchUser = async (accessToken: string): Promise<SessionUser | number> => {
+  const fetchUser = async (accessToken: string, requestId: string | undefined): Promise<SessionUser | number> => {
     const res = await upstream.request({
       method: 'GET',
       path: '/api/auth/me',
       headers: { accept: 'application/json', authorization: `Bearer ${accessToken}` },
+      requestId,
     });
     const me = await readJson(res.body);
     if (res.statusCode !== 200 || !isRecord(me)) return res.statusCode;
@@ -41,21 +43,21 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
     };
   };
 
-  const completeLogin = async (tokens: TokenSet): Promise<LoginOutcome> => {
-    const user = await fetchUser(tokens.accessToken);
+  const completeLogin = async (tokens: TokenSet, requestId: string | undefined): Promise<LoginOutcome> => {
+    const user = await fetchUser(tokens.accessToken, requestId);
     if (typeof user === 'number') return { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/auth/me', user) };
     return { kind: 'ok', tokens, user };
   };
 
   return {
-    async login(credentials, clientId) {
+    async login(credentials, clientId, requestId) {
       const form = new URLSearchParams({ grant_type: 'password', username: credentials.email, password: credentials.password });
       if (credentials.totp !== undefined) form.set('totp', credentials.totp);
       try {
-        const { status, json } = await tokenRequest(form, clientId);
+        const { status, json } = await tokenRequest(form, clientId, requestId);
         if (status === 200) {
           const tokens = toTokens(json);
-          return tokens ? await completeLogin(tokens) : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
+          return tokens ? await completeLogin(tokens, requestId) : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
         }
         if (status >= 400 && status < 500 && isRecord(json)) {
           const description = typeof json.error_description === 'string' ? json.error_description : undefined;
@@ -74,10 +76,10 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
       }
     },
 
-    async refresh(refreshToken, clientId): Promise<RefreshOutcome> {
+    async refresh(refreshToken, clientId, requestId): Promise<RefreshOutcome> {
       const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken });
       try {
-        const { status, json } = await tokenRequest(form, clientId);
+        const { status, json } = await tokenRequest(form, clientId, requestId);
         if (status === 200) {
           const tokens = toTokens(json);
           return tokens ? { kind: 'ok', tokens } : { kind: 'failed', failure: 'unavailable', cause: unexpectedAnswer('/api/token', status) };
@@ -92,13 +94,14 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
       }
     },
 
-    async exchange(jwt, clientId) {
+    async exchange(jwt, clientId, requestId) {
       const query = new URLSearchParams({ token: jwt, validForInMinutes: String(opts.exchangeValidMinutes) });
       try {
         const res = await upstream.request({
           method: 'POST',
           path: `/api/sys/users/exchange?${query.toString()}`,
           headers: { accept: 'application/json', client_id: clientId },
+          requestId,
         });
         const json = await readJson(res.body);
         if (res.statusCode === 200 && isRecord(json) && typeof json.token === 'string' && json.token !== '') {
@@ -106,7 +109,7 @@ export function createNexudusDialect(upstream: UpstreamClient, opts: { exchangeV
             accessToken: json.token,
             refreshToken: typeof json.refresh_token === 'string' && json.refresh_token !== '' ? json.refresh_token : null,
             expiresInSeconds: positiveSeconds(json.expires_in, opts.exchangeValidMinutes * 60),
-          });
+          }, requestId);
         }
         if (res.statusCode >= 400 && res.statusCode < 500) {
           return { kind: 'refused', refusal: { kind: 'link_invalid' } };

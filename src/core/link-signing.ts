@@ -27,12 +27,16 @@ export interface LinkSignerDeps {
   observeUpstream?: (kind: 'media' | 'one_time', seconds: number) => void;
 }
 
+/**
+ * `requestId`: the browser request the link is signed for, sent upstream as `X-Request-Id`
+ * (a media token fetched for several requests at once carries the first one's).
+ */
 export interface LinkSigner {
   readonly portalEnabled: boolean;
   /** `path` must already be validated against DOWNLOAD_PATHS. */
-  signDownloadLink(sid: string, path: string): Promise<string>;
+  signDownloadLink(sid: string, path: string, requestId?: string): Promise<string>;
   /** `redirectUrl` must already be a validated local path; undefined or '' leaves it out. */
-  signPortalLink(sid: string, redirectUrl?: string): Promise<string>;
+  signPortalLink(sid: string, redirectUrl?: string, requestId?: string): Promise<string>;
 }
 
 interface CachedMedia {
@@ -72,23 +76,26 @@ export function createLinkSigner(deps: LinkSignerDeps): LinkSigner {
   // Domain separation: a media blob can never be opened as the session's token blob, or vice versa.
   const mediaAad = (sid: string) => `${sid}#media`;
 
-  const call = async (kind: 'media' | 'one_time', opts: { method: Dispatcher.HttpMethod; path: string }, access: SessionTokens) => {
+  type LinkCall = { method: Dispatcher.HttpMethod; path: string; requestId: string | undefined };
+
+  const call = async (kind: 'media' | 'one_time', opts: LinkCall, access: SessionTokens) => {
     const started = performance.now();
     const response = await upstream.request({
       method: opts.method,
       path: opts.path,
       headers: { authorization: `Bearer ${access.accessToken}`, accept: 'application/json' },
+      requestId: opts.requestId,
     });
     deps.observeUpstream?.(kind, (performance.now() - started) / 1000);
     return response;
   };
 
   /** Sends once; on a 401 refreshes through the shared single-flight refresher and sends once more. */
-  const callWithRefresh = async (sid: string, first: SessionTokens, kind: 'media' | 'one_time', opts: { method: Dispatcher.HttpMethod; path: string }) => {
+  const callWithRefresh = async (sid: string, first: SessionTokens, kind: 'media' | 'one_time', opts: LinkCall) => {
     const response = await call(kind, opts, first);
     if (response.statusCode !== 401) return response;
     response.body.resume();
-    return call(kind, opts, await tokens.tokensAfterRejection(sid, first));
+    return call(kind, opts, await tokens.tokensAfterRejection(sid, first, opts.requestId));
   };
 
   const readCachedMedia = async (sid: string): Promise<string | null> => {
@@ -118,11 +125,11 @@ export function createLinkSigner(deps: LinkSignerDeps): LinkSigner {
     await store.writeMedia(sid, sealer.seal(JSON.stringify(value), mediaAad(sid)), ttlMs);
   };
 
-  const fetchMedia = async (sid: string, access: SessionTokens): Promise<string> => {
+  const fetchMedia = async (sid: string, access: SessionTokens, requestId: string | undefined): Promise<string> => {
     let response: Dispatcher.ResponseData;
     let body: unknown;
     try {
-      response = await callWithRefresh(sid, access, 'media', { method: 'GET', path: MEDIA_TOKEN_PATH });
+      response = await callWithRefresh(sid, access, 'media', { method: 'GET', path: MEDIA_TOKEN_PATH, requestId });
       if (response.statusCode !== 200) {
         response.body.resume();
         throw mediaRefused(response.statusCode);
@@ -138,15 +145,15 @@ export function createLinkSigner(deps: LinkSignerDeps): LinkSigner {
     return jwt;
   };
 
-  const mediaTokenFor = (sid: string): Promise<string> => {
+  const mediaTokenFor = (sid: string, requestId: string | undefined): Promise<string> => {
     const running = mediaInflight.get(sid);
     if (running) return running;
     const work = (async () => {
       // Establishes that the session is live (and extends its idle time) even when the cache answers.
-      const access = await tokens.currentTokens(sid);
+      const access = await tokens.currentTokens(sid, requestId);
       const cached = await readCachedMedia(sid);
       if (cached !== null) return cached;
-      const jwt = await fetchMedia(sid, access);
+      const jwt = await fetchMedia(sid, access, requestId);
       await cacheMedia(sid, jwt, access.absoluteExpiresAt);
       return jwt;
     })().finally(() => mediaInflight.delete(sid));
@@ -154,13 +161,13 @@ export function createLinkSigner(deps: LinkSignerDeps): LinkSigner {
     return work;
   };
 
-  const fetchOneTimeToken = async (sid: string): Promise<string> => {
+  const fetchOneTimeToken = async (sid: string, requestId: string | undefined): Promise<string> => {
     // Outside the try: session and refresh outcomes (401, session_expired, 503) keep their own codes.
-    const access = await tokens.currentTokens(sid);
+    const access = await tokens.currentTokens(sid, requestId);
     let body: unknown;
     try {
       // Seed 000: no body at all; authentication is the Authorization header alone.
-      const response = await callWithRefresh(sid, access, 'one_time', { method: 'POST', path: ONE_TIME_TOKEN_PATH });
+      const response = await callWithRefresh(sid, access, 'one_time', { method: 'POST', path: ONE_TIME_TOKEN_PATH, requestId });
       if (response.statusCode !== 200) {
         response.body.resume();
         throw tokenUnavailable(new Error(`one-time token endpoint answered ${response.statusCode}`));
@@ -182,14 +189,14 @@ export function createLinkSigner(deps: LinkSignerDeps): LinkSigner {
   return {
     portalEnabled: deps.portalUrl !== undefined,
 
-    async signDownloadLink(sid, path) {
-      return buildDownloadLocation(deps.mediaBaseUrl, path, await mediaTokenFor(sid));
+    async signDownloadLink(sid, path, requestId) {
+      return buildDownloadLocation(deps.mediaBaseUrl, path, await mediaTokenFor(sid, requestId));
     },
 
-    async signPortalLink(sid, redirectUrl) {
+    async signPortalLink(sid, redirectUrl, requestId) {
       if (deps.portalUrl === undefined) throw errors.notFound();
       // One-time tokens are single-use upstream: never cached, never shared between requests.
-      const value = await fetchOneTimeToken(sid);
+      const value = await fetchOneTimeToken(sid, requestId);
       return buildPortalLocation(deps.portalUrl, deps.portalLoginPath, value, redirectUrl);
     },
   };

@@ -10,7 +10,8 @@ export type FreshTokens =
   | { kind: 'ended' }
   /** No session record (or none this process can open) when the refresh was claimed. */
   | { kind: 'gone' }
-  | { kind: 'failed'; failure: UpstreamFailure };
+  /** `cause`: the transport error or unexpected answer (no token in it), for the request's warn line. */
+  | { kind: 'failed'; failure: UpstreamFailure; cause?: unknown };
 
 export interface RefreshDeps {
   vault: TokenVault;
@@ -30,8 +31,12 @@ export interface RefreshDeps {
 }
 
 export interface Refresher {
-  /** Refreshes unless `seen` is already superseded; one upstream call per session across every instance. */
-  refreshTokensOnce(sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens>;
+  /**
+   * Refreshes unless `seen` is already superseded; one upstream call per session across every
+   * instance. `requestId`: the request that asked; requests that join an attempt already under
+   * way share its upstream call, which carries the id of the request that started it.
+   */
+  refreshTokensOnce(sid: string, seen: Pick<SessionTokens, 'version'>, requestId?: string): Promise<FreshTokens>;
 }
 
 export function createRefresher(deps: RefreshDeps): Refresher {
@@ -41,9 +46,9 @@ export function createRefresher(deps: RefreshDeps): Refresher {
   const inflight = new Map<string, Promise<FreshTokens>>();
 
   // `current` was read in the same round trip that took the lock, so it is the stored state.
-  const refreshHoldingLock = async (sid: string, current: SessionTokens): Promise<FreshTokens> => {
+  const refreshHoldingLock = async (sid: string, current: SessionTokens, requestId: string | undefined): Promise<FreshTokens> => {
     if (!current.refreshToken) return { kind: 'ended' };
-    const outcome = await dialect.refresh(current.refreshToken, current.clientId);
+    const outcome = await dialect.refresh(current.refreshToken, current.clientId, requestId);
     if (outcome.kind === 'refused') {
       deps.onRefresh?.('refused');
       await sessions.end(sid);
@@ -69,7 +74,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
    * it, one compare-and-set after it. The release is sent, not waited for, before the waiters
    * get their tokens.
    */
-  const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>): Promise<FreshTokens> => {
+  const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>, requestId: string | undefined): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;
     const waitStarted = performance.now();
     const waited = () => deps.onLockWait?.((performance.now() - waitStarted) / 1000);
@@ -79,7 +84,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
       if (locked) {
         waited();
         try {
-          return current ? await refreshHoldingLock(sid, current) : { kind: 'gone' };
+          return current ? await refreshHoldingLock(sid, current, requestId) : { kind: 'gone' };
         } finally {
           vault.release(sid, owner).catch((err: unknown) => deps.onLockError?.(err));
         }
@@ -101,10 +106,11 @@ export function createRefresher(deps: RefreshDeps): Refresher {
   };
 
   return {
-    refreshTokensOnce(sid, seen) {
+    refreshTokensOnce(sid, seen, requestId) {
       const running = inflight.get(sid);
       if (running) return running;
-      const started = (deps.span ? deps.span(() => attempt(sid, seen)) : attempt(sid, seen)).finally(() => inflight.delete(sid));
+      const run = () => attempt(sid, seen, requestId);
+      const started = (deps.span ? deps.span(run) : run()).finally(() => inflight.delete(sid));
       inflight.set(sid, started);
       return started;
     },

@@ -18,8 +18,11 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
   };
 
   return {
-    /** Throws 401 unauthenticated without a live session, session_expired / 502 / 504 when a refresh does not succeed. */
-    async currentTokens(sid: string): Promise<SessionTokens> {
+    /**
+     * Throws 401 unauthenticated without a live session, session_expired / 502 / 504 when a refresh
+     * does not succeed. `requestId`: the browser request's, sent upstream by a refresh it starts.
+     */
+    async currentTokens(sid: string, requestId?: string): Promise<SessionTokens> {
       const now = clock();
       const hint = vault.hint(sid);
       if (hint !== undefined && hint.refreshAt <= now) {
@@ -30,7 +33,7 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
         if (hint.absoluteExpiresAt <= now) throw errors.unauthenticated();
         // The claim is written first (refreshTokensOnce sends it before its first await), the
         // idle-timeout touch after it, so Redis answers the claim first.
-        const claimed = refresher.refreshTokensOnce(sid, hint);
+        const claimed = refresher.refreshTokensOnce(sid, hint, requestId);
         toucher.maybeTouch(sid, hint.absoluteExpiresAt);
         const result = await claimed;
         // The claim was this request's read: no session is what a read would have said.
@@ -45,7 +48,7 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
       if (!tokens || tokens.absoluteExpiresAt <= readAt) throw errors.unauthenticated();
       toucher.maybeTouch(sid, tokens.absoluteExpiresAt);
       if (tokens.refreshAt > readAt) return tokens;
-      return unwrap(await refresher.refreshTokensOnce(sid, tokens));
+      return unwrap(await refresher.refreshTokensOnce(sid, tokens, requestId));
     },
     /**
      * currentTokens's common case without a promise: the tokens when this process holds the
@@ -63,14 +66,15 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
       return tokens;
     },
     /** After upstream answered 401 to `used`: newer tokens (refreshed once, or by someone else). */
-    async tokensAfterRejection(sid: string, used: SessionTokens): Promise<SessionTokens> {
-      return unwrap(await refresher.refreshTokensOnce(sid, used));
+    async tokensAfterRejection(sid: string, used: SessionTokens, requestId?: string): Promise<SessionTokens> {
+      return unwrap(await refresher.refreshTokensOnce(sid, used, requestId));
     },
   };
 }
 
 export function endedOrFailed(result: Exclude<FreshTokens, { kind: 'ok' }>): AppError {
-  return result.kind === 'failed' ? failureToError(result.failure) : errors.sessionExpired();
+  // The cause is logged once per failed request by the error handler, as a sign-in's is.
+  return result.kind === 'failed' ? failureToError(result.failure, result.cause) : errors.sessionExpired();
 }
 
 export type TokenAccess = ReturnType<typeof createTokenAccess>;

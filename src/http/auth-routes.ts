@@ -14,6 +14,7 @@ import type { AuthMode } from '../config.js';
 import { isHandleShape, sessionOwner } from '../store/keys.js';
 import { listedSession } from '../store/session-index.js';
 import type { RouterAntiForgery } from './anti-forgery.js';
+import { requestIdOf } from './observe.js';
 import { mountOidcRoutes, OIDC_ANTI_FORGERY, type OidcRouteDeps } from './oidc-routes.js';
 import '../session-data.js';
 
@@ -89,7 +90,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
     }
     // Each session gets its own upstream client_id: one refresh token per client_id upstream.
     const clientId = randomUUID();
-    const outcome = await login(credentials, clientId);
+    const outcome = await login(credentials, clientId, requestIdOf(req));
     if (outcome.kind === 'failed') {
       await deps.throttle.release(credentials.email, address);
       throw failureToError(outcome.failure, outcome.cause);
@@ -178,7 +179,7 @@ export function createAuthRoutes(deps: AuthRouteDeps): { router: Router; antiFor
     if (!target.ok) throw errors.invalidRedirect('returnTo');
     if (typeof query.t !== 'string' || query.t === '' || query.t.length > 8192) throw errors.invalidRequest('t must be the sign-in token.');
     const clientId = randomUUID();
-    const outcome = await deps.dialect.exchange(query.t, clientId);
+    const outcome = await deps.dialect.exchange(query.t, clientId, requestIdOf(req));
     if (outcome.kind === 'failed') throw failureToError(outcome.failure, outcome.cause);
     if (outcome.kind === 'refused') throw refusalError(outcome.refusal);
     await establishSession(req, { tokens: outcome.tokens, user: outcome.user, clientId, remember: false });

@@ -6,6 +6,7 @@ import { resolveReturnTo } from '../core/redirects.js';
 import { validateDownloadPath, type DownloadPathMatcher } from '../core/upstream-paths.js';
 import type { Metrics } from '../metrics.js';
 import type { RouterAntiForgery } from './anti-forgery.js';
+import { requestIdOf } from './observe.js';
 import { toAppError } from './respond.js';
 
 export interface LinkRouteDeps {
@@ -82,7 +83,7 @@ export function createLinkRoutes(deps: LinkRouteDeps): { router: Router; antiFor
       // Input first: a bad link is a 400 for everyone, signed in or not.
       const target = validateDownloadPath(query['path'], deps.downloadPaths);
       if (!target.ok || queryCarriesToken(target.path)) throw errors.invalidPath();
-      return signOrSignIn(req, (sid) => signer.signDownloadLink(sid, target.path));
+      return signOrSignIn(req, (sid) => signer.signDownloadLink(sid, target.path, requestIdOf(req)));
     }),
   );
 
@@ -94,7 +95,7 @@ export function createLinkRoutes(deps: LinkRouteDeps): { router: Router; antiFor
       // '' stands for "not given": the portal then lands on its own home page.
       const redirect = resolveReturnTo(query['redirectUrl'], '');
       if (!redirect.ok) throw errors.invalidRedirect('redirectUrl');
-      return signOrSignIn(req, (sid) => signer.signPortalLink(sid, redirect.path));
+      return signOrSignIn(req, (sid) => signer.signPortalLink(sid, redirect.path, requestIdOf(req)));
     }),
   );
 

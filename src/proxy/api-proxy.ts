@@ -113,12 +113,12 @@ export function createApiProxy(deps: ApiProxyDeps) {
 
   // The access token may have been revoked early: refresh once, replay once.
   const replayAfterRejection = async (req: IncomingMessage, res: ServerResponse, sid: string, body: RequestBody, used: SessionTokens): Promise<void> => {
-    const fresh = await deps.tokens.tokensAfterRejection(sid, used);
+    const fresh = await deps.tokens.tokensAfterRejection(sid, used, deps.requestId?.(req));
     await exchange(req, res, body, fresh, false);
   };
 
   const exchangeOnce = async (req: IncomingMessage, res: ServerResponse, sid: string): Promise<void> => {
-    const tokens = await deps.tokens.currentTokens(sid);
+    const tokens = await deps.tokens.currentTokens(sid, deps.requestId?.(req));
     const body = await readRequestBody(req, deps.bodyIdleTimeoutMs ?? BODY_IDLE_TIMEOUT_MS);
     if ((await exchange(req, res, body, tokens, body.kind !== 'stream')) === 'rejected') await replayAfterRejection(req, res, sid, body, tokens);
   };

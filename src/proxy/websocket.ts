@@ -13,8 +13,8 @@ export interface WebSocketProxyDeps {
   upstreamUrl: string;
   readSessionId(cookieHeader: string | undefined): string | null;
   tokens: {
-    currentTokens(sid: string): Promise<SessionTokens>;
-    tokensAfterRejection(sid: string, used: SessionTokens): Promise<SessionTokens>;
+    currentTokens(sid: string, requestId?: string): Promise<SessionTokens>;
+    tokensAfterRejection(sid: string, used: SessionTokens, requestId?: string): Promise<SessionTokens>;
   };
   /** ALLOWED_ORIGINS, else the request's own origin. */
   originAllowed(req: IncomingMessage, origin: string): boolean;
@@ -303,11 +303,11 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       const track = (ws: WebSocket) => {
         pair.upstream = ws;
       };
-      let tokens = await deps.tokens.currentTokens(sid);
+      let tokens = await deps.tokens.currentTokens(sid, requestIdOf(req));
       let result = await connectUpstream(req, tokens, protocols, track);
       if (result.kind === 'refused' && result.status === 401 && !browserGone) {
         // The access token may have been revoked early: refresh once, try once more.
-        tokens = await deps.tokens.tokensAfterRejection(sid, tokens);
+        tokens = await deps.tokens.tokensAfterRejection(sid, tokens, requestIdOf(req));
         result = await connectUpstream(req, tokens, protocols, track);
       }
       if (browserGone) throw errors.upstreamUnavailable();

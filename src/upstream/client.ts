@@ -1,5 +1,6 @@
 import { Agent, errors as undiciErrors, type Dispatcher } from 'undici';
 import { errors, type AppError } from '../errors.js';
+import type { Tracing } from '../tracing.js';
 
 /**
  * The one HTTP client for everything cloakroom sends upstream (proxy, token endpoints,
@@ -17,7 +18,7 @@ export interface UpstreamClient {
    * hot path). Only the headers timeout applies: an event stream may stay quiet for longer,
    * so the handler enforces the body timeout itself where it applies (proxy/exchange.ts).
    */
-  dispatch(opts: Omit<UpstreamRequest, 'signal'>, handler: Dispatcher.DispatchHandler): void;
+  dispatch(opts: Omit<UpstreamRequest, 'signal' | 'requestId'>, handler: Dispatcher.DispatchHandler): void;
   close(): Promise<void>;
 }
 
@@ -28,16 +29,26 @@ export interface UpstreamRequest {
   headers?: Record<string, string | string[]>;
   body?: Dispatcher.DispatchOptions['body'];
   signal?: AbortSignal;
+  /**
+   * The browser request this call is made for (http/observe.ts `requestIdOf`), sent as
+   * `X-Request-Id` (contract, Operations). `request` only: the proxy's `dispatch` writes its own.
+   */
+  requestId?: string;
 }
 
-export function createUpstreamClient(upstreamUrl: string, timeoutMs: number, dispatcher?: Dispatcher): UpstreamClient {
+/**
+ * `tracing`: each `request` is an `upstream <METHOD>` client span under the current one (the
+ * request's, or its refresh's), its `traceparent` sent upstream, as the proxy does for `dispatch`.
+ */
+export function createUpstreamClient(upstreamUrl: string, timeoutMs: number, extras: { dispatcher?: Dispatcher; tracing?: Pick<Tracing, 'startUpstream'> | undefined } = {}): UpstreamClient {
+  const { dispatcher, tracing } = extras;
   const url = new URL(upstreamUrl);
   const basePath = url.pathname.replace(/\/+$/, '');
   const agent =
     dispatcher ??
     new Agent({ connections: 256, pipelining: 1, keepAliveTimeout: 10_000, headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: Math.min(timeoutMs, 10_000) } });
   // Origin, base path and the timeouts are ours; method, path, headers and body are the caller's.
-  const options = (opts: Omit<UpstreamRequest, 'signal'>): Dispatcher.DispatchOptions => ({
+  const options = (opts: Omit<UpstreamRequest, 'signal' | 'requestId'>): Dispatcher.DispatchOptions => ({
     origin: url.origin,
     method: opts.method,
     path: basePath + opts.path,
@@ -51,7 +62,23 @@ export function createUpstreamClient(upstreamUrl: string, timeoutMs: number, dis
     basePath,
     dispatcher: agent,
     timeoutMs,
-    request: (opts) => agent.request({ ...options(opts), ...(opts.signal ? { signal: opts.signal } : {}) }),
+    request: (opts) => {
+      const headers = { ...opts.headers };
+      if (opts.requestId !== undefined) headers['x-request-id'] = opts.requestId;
+      const span = tracing?.startUpstream(opts.method, headers);
+      const sent = agent.request({ ...options({ ...opts, headers }), ...(opts.signal ? { signal: opts.signal } : {}) });
+      if (!span) return sent;
+      return sent.then(
+        (res) => {
+          span.end({ status: res.statusCode });
+          return res;
+        },
+        (error: unknown) => {
+          span.end({ error });
+          throw error;
+        },
+      );
+    },
     dispatch: (opts, handler) => {
       const o = options(opts);
       o.bodyTimeout = 0;

@@ -23,7 +23,8 @@ import { startWsUpstream } from '../test/support/ws-upstream.js';
 import { DEMO_USERS } from '../scripts/fake-upstream/index.js';
 
 const SECRET = 'bench-session-secret-0123456789-abcdefghij';
-const KEY = Buffer.alloc(32, 9).toString('base64');
+// Not one repeated byte: production refuses such a key (src/config.ts).
+const KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64');
 
 type Msg = { type: 'ready'; port: number } | { type: 'rss'; rss: number; open: number };
 

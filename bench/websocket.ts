@@ -21,10 +21,8 @@ import { startFakeUpstream } from '../scripts/fake-upstream/index.js';
 import { startRedisServer } from '../scripts/redis-server.js';
 import { startWsUpstream } from '../test/support/ws-upstream.js';
 import { DEMO_USERS } from '../scripts/fake-upstream/index.js';
+import { SESSION_SECRET, TOKEN_KEY } from './lib/bed.js';
 
-const SECRET = 'bench-session-secret-0123456789-abcdefghij';
-// Not one repeated byte: production refuses such a key (src/config.ts).
-const KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) & 0xff)).toString('base64');
 
 type Msg = { type: 'ready'; port: number } | { type: 'rss'; rss: number; open: number };
 
@@ -171,8 +169,9 @@ async function main(): Promise<void> {
     NODE_ENV: 'production',
     UPSTREAM_URL: front.url,
     REDIS_URL: `redis://127.0.0.1:${redis.port}`,
-    SESSION_SECRET: SECRET,
-    TOKEN_ENCRYPTION_KEY: KEY,
+    // The bench bed's: a secret and a key that production accepts (test/bench-config.test.ts).
+    SESSION_SECRET,
+    TOKEN_ENCRYPTION_KEY: TOKEN_KEY,
     COOKIE_SECURE: 'false',
     LOG_LEVEL: 'warn',
     WEBSOCKET_MAX_PER_SESSION: '5000',

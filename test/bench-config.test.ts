@@ -7,7 +7,7 @@ import { describe, expect, it } from '@jest/globals';
 import { loadConfig } from '../src/config.js';
 import { cloakroomEnv, SESSION_SECRET, TOKEN_KEY } from '../bench/lib/bed.js';
 
-const upstream = { url: 'http://127.0.0.1:9' } as Parameters<typeof cloakroomEnv>[0]['upstream'];
+const upstream = { url: 'http://127.0.0.1:9' };
 
 describe('the bench configuration', () => {
   it.each([
@@ -15,8 +15,7 @@ describe('the bench configuration', () => {
     ['a Cluster', { REDIS_CLUSTER_NODES: '127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003' }, 'cluster'],
     ['Sentinel', { REDIS_SENTINELS: '127.0.0.1:26390', REDIS_SENTINEL_NAME: 'cloakroom' }, 'sentinel'],
   ])('the cloakroom child on %s passes production checks', (_name, topologyEnv, kind) => {
-    const topology = { env: topologyEnv } as Parameters<typeof cloakroomEnv>[0]['topology'];
-    const env = JSON.parse(cloakroomEnv({ topology, upstream }).BENCH_CLOAKROOM_ENV ?? '{}') as Record<string, string>;
+    const env = JSON.parse(cloakroomEnv({ topology: { env: topologyEnv }, upstream }).BENCH_CLOAKROOM_ENV ?? '{}') as Record<string, string>;
     expect(env['NODE_ENV']).toBe('production');
     const config = loadConfig(env);
     expect(config.redis.kind).toBe(kind);

@@ -23,7 +23,7 @@ export interface Bed {
   children: ServerChild[];
 }
 
-export function cloakroomEnv(bed: Pick<Bed, 'topology' | 'upstream'>, extra: Record<string, string> = {}): Record<string, string> {
+export function cloakroomEnv(bed: { topology: Pick<Topology, 'env'>; upstream: Pick<ServerChild, 'url'> }, extra: Record<string, string> = {}): Record<string, string> {
   return {
     BENCH_CLOAKROOM_ENV: JSON.stringify({
       UPSTREAM_URL: bed.upstream.url,

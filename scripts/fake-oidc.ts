@@ -31,6 +31,8 @@ export interface FakeOidc {
   readonly issuer: string;
   readonly clientId: string;
   readonly stats: { authorizations: number; codeGrants: number; refreshGrants: number; userinfo: number };
+  /** Every call to the token and userinfo endpoints, oldest first: its grant and `X-Request-Id`. */
+  readonly calls: { path: '/token' | '/userinfo'; grant: string | null; requestId: string | undefined }[];
   /** How the client authenticated at the token endpoint last time. */
   readonly lastClientAuth: 'basic' | 'post' | 'none' | undefined;
   /** Who the authorization endpoint signs in. */
@@ -85,6 +87,8 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
   let lastClientAuth: 'basic' | 'post' | 'none' | undefined;
 
   const tokenFaults: ('http500' | 'garbage')[] = [];
+  const calls: FakeOidc['calls'] = [];
+  const requestIdOf = (req: IncomingMessage) => (typeof req.headers['x-request-id'] === 'string' ? req.headers['x-request-id'] : undefined);
   const state = {
     loginAs: 'demo@example.com',
     accessTokenTtlSeconds: 3600,
@@ -164,6 +168,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
     }
     if (url.pathname === '/token' && req.method === 'POST') {
       const form = await readForm(req);
+      calls.push({ path: '/token', grant: form.get('grant_type'), requestId: requestIdOf(req) });
       const fault = tokenFaults.shift();
       if (fault === 'http500') return send(res, 500, { error: 'server_error' });
       if (fault === 'garbage') {
@@ -194,6 +199,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
       return send(res, 400, { error: 'unsupported_grant_type' });
     }
     if (url.pathname === '/userinfo') {
+      calls.push({ path: '/userinfo', grant: null, requestId: requestIdOf(req) });
       const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1];
       const email = bearer ? accessOwners.get(bearer) : undefined;
       if (!email) return send(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
@@ -240,6 +246,7 @@ export async function startFakeOidc(opts: FakeOidcOptions): Promise<FakeOidc> {
       state.idTokenWithoutProfile = v;
     },
     tokenFaults,
+    calls,
     get lastClientAuth() {
       return lastClientAuth;
     },

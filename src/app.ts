@@ -185,6 +185,7 @@ export function createApp(deps: AppDeps): Cloakroom {
     maxOpen: config.websocket.maxOpen,
     maxPayload: config.websocket.maxMessageBytes,
     checkIntervalMs: Math.min(3000, Math.max(250, timeouts.idleMs / 4)),
+    tracing,
   });
   // A session ended here (logout, a refused refresh, /auth/sessions) closes its sockets at once;
   // ends seen from other instances reach them through the same local-end hook or the watcher.

@@ -8,7 +8,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
  * Spans are made by hand: the proxy is a raw Node listener on undici's dispatch with a raw
  * handler, which the http and undici instrumentations would either miss or double, and patching
  * ioredis under ESM would need a loader hook at start. The spans:
- * - `<METHOD> <route>` (server): one per request, continuing the browser's W3C `traceparent`;
+ * - `<METHOD> <route>` (server): one per request, continuing the browser's W3C `traceparent` (a
+ *   WebSocket handshake too, until it is answered: 101 or a refusal);
  * - `upstream <METHOD>` (client): one proxied exchange, or one of cloakroom's own calls (sign-in, a
  *   refresh's token call, link tokens: upstream/client.ts `request`), its context sent upstream as `traceparent`;
  * - `token refresh`: one refresh attempt (lock, upstream call, write back);
@@ -17,6 +18,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 export interface Tracing {
   /** Runs `run` inside the request's server span; the span ends with the answer. */
   traceRequest(req: IncomingMessage, res: ServerResponse, name: string, run: () => void): void;
+  /**
+   * The same for a WebSocket handshake, which has no ServerResponse: `run` resolves to the
+   * status the browser was answered with (101, or the refusal's), and the span ends then.
+   */
+  traceHandshake(req: IncomingMessage, name: string, run: () => Promise<number>): Promise<void>;
   /** A client span for one upstream exchange under the current span; writes its `traceparent` into `headers`. */
   startUpstream(method: string, headers: Record<string, string | string[]>): UpstreamSpan;
   /** Runs `run` inside a child span of the current one. */
@@ -67,23 +73,44 @@ export async function startTracing(opts: TracingOptions = {}): Promise<Tracing> 
     span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.name : 'error' });
   };
 
+  const serverSpan = (req: IncomingMessage, name: string) => {
+    // The propagator takes a `traceparent` only in the W3C form; anything else starts a new trace.
+    const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+    const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? '' } }, parent);
+    const answered = (status: number) => {
+      span.setAttribute('http.response.status_code', status);
+      if (status >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    };
+    return { span, answered, context: trace.setSpan(parent, span) };
+  };
+
   const tracing: Tracing = {
     traceRequest(req, res, name, run) {
-      // The propagator takes a `traceparent` only in the W3C form; anything else starts a new trace.
-      const parent = propagation.extract(ROOT_CONTEXT, req.headers);
-      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: { 'http.request.method': req.method ?? '' } }, parent);
+      const server = serverSpan(req, name);
       let ended = false;
       const end = () => {
         if (ended) return;
         ended = true;
-        span.setAttribute('http.response.status_code', res.statusCode);
-        if (!res.writableFinished) span.setAttribute('cloakroom.aborted', true);
-        if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
-        span.end();
+        server.answered(res.statusCode);
+        if (!res.writableFinished) server.span.setAttribute('cloakroom.aborted', true);
+        server.span.end();
       };
       res.once('finish', end);
       res.once('close', end);
-      context.with(trace.setSpan(parent, span), run);
+      context.with(server.context, run);
+    },
+    traceHandshake(req, name, run) {
+      const server = serverSpan(req, name);
+      return context.with(server.context, run).then(
+        (status) => {
+          server.answered(status);
+          server.span.end();
+        },
+        (err: unknown) => {
+          failed(server.span, err);
+          server.span.end();
+        },
+      );
     },
     startUpstream(method, headers) {
       const ctx = context.active();

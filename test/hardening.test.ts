@@ -109,6 +109,37 @@ describe('a refresh that fails on the transport is logged with its cause', () =>
   });
 });
 
+describe('a refresh that waits out another holder of the lock is logged with its cause', () => {
+  it('a_refresh_whose_lock_another_instance_keeps_answers_504_and_logs_one_warn_line_saying_how_long_it_waited', async () => {
+    // UPSTREAM_TIMEOUT=1: the lease, and so the wait, is 2 x 1 s + 5 s.
+    const quick = await h.start({ UPSTREAM_TIMEOUT: '1' });
+    const before = new Set(await h.inspect.keys('cr:tok:*'));
+    const agent = await h.signIn(quick);
+    const [access, refresh] = h.upstream.issuedTokens().slice(-2);
+    const sid = (await h.inspect.keys('cr:tok:*')).find((k) => !before.has(k))?.slice('cr:tok:'.length) ?? '';
+    expect(sid).not.toBe('');
+    // Another instance's refresh holds the lock and never finishes.
+    await h.inspect.set(`cr:lock:${sid}`, 'another-instance', 'PX', 60_000);
+    h.upstream.expireAllAccessTokens();
+    const grants = h.upstream.stats.refreshGrants;
+    const from = h.logs.length;
+    const res = await agent.get('/api/echo/lock-held').set('X-CSRF', '1').set('X-Request-Id', 'lock-held-1');
+    expect({ status: res.status, error: res.body.error }).toEqual({ status: 504, error: 'upstream_timeout' });
+    expect(h.upstream.stats.refreshGrants).toBe(grants);
+    const lines = h.logs.slice(from);
+    const warnings = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => (l.level as number) >= 40);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ level: 40, msg: 'request failed', code: 'upstream_timeout', requestId: 'lock-held-1' });
+    const err = warnings[0]?.err as { code?: string; message?: string } | undefined;
+    expect(err?.code).toBe('REFRESH_LOCK_WAIT_TIMEOUT');
+    const waited = Number(/^waited (\d+) ms for the refresh another request holds$/.exec(err?.message ?? '')?.[1]);
+    expect(waited).toBeGreaterThanOrEqual(7000);
+    expect(waited).toBeLessThan(9000);
+    for (const token of [access, refresh]) expect(lines.join('\n')).not.toContain(token);
+    await h.inspect.del(`cr:lock:${sid}`);
+  });
+});
+
 describe('one reading of the session cookie on /auth and /api', () => {
   let value = '';
   let sid = '';

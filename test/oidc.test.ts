@@ -278,6 +278,27 @@ describe('oidc refresh', () => {
     }
   });
 
+  it('sends_the_browser_request_id_to_the_provider_on_the_code_exchange_userinfo_and_the_refresh', async () => {
+    idp.idTokenWithoutProfile = true;
+    idp.accessTokenTtlSeconds = 1;
+    try {
+      const browser = request.agent(app.url);
+      const callback = await atProvider(await startSignIn(browser));
+      const seen = idp.calls.length;
+      expect((await browser.get(callback).set('X-Request-Id', 'oidc-callback-1')).status).toBe(302);
+      await sleep(1200);
+      expect((await api(browser).set('X-Request-Id', 'oidc-refresh-1')).status).toBe(200);
+      expect(idp.calls.slice(seen)).toEqual([
+        { path: '/token', grant: 'authorization_code', requestId: 'oidc-callback-1' },
+        { path: '/userinfo', grant: null, requestId: 'oidc-callback-1' },
+        { path: '/token', grant: 'refresh_token', requestId: 'oidc-refresh-1' },
+      ]);
+    } finally {
+      idp.idTokenWithoutProfile = false;
+      idp.accessTokenTtlSeconds = 3600;
+    }
+  });
+
   it('ends_the_session_with_session_expired_when_the_provider_refuses_the_refresh', async () => {
     idp.accessTokenTtlSeconds = 1;
     try {

@@ -8,8 +8,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import request from 'supertest';
+import { WebSocket } from 'ws';
 import { startTracing, type Tracing } from '../src/tracing.js';
 import { startHarness, type Harness, type Instance, closeExpectingNoLeaks } from './support/harness.js';
+import { startWsUpstream } from './support/ws-upstream.js';
 
 interface OtlpSpan {
   traceId: string;
@@ -121,6 +123,32 @@ describe('tracing', () => {
       .send({ email: 'demo@example.com', password: 'demo-password' });
     expect(res.status).toBe(200);
     await expectTokenCallTraced(traceId, 'POST /auth/login', 3);
+  });
+
+  it('a_websocket_handshake_continues_the_browser_trace_and_sends_it_upstream', async () => {
+    const up = await startWsUpstream(h.upstream.port);
+    try {
+      const instance = await h.start({ UPSTREAM_URL: up.url });
+      const login = await request(instance.url).post('/auth/login').set('X-CSRF', '1').send({ email: 'demo@example.com', password: 'demo-password' });
+      const cookie = ((login.headers['set-cookie'] as unknown as string[])[0] ?? '').split(';')[0] ?? '';
+      const traceId = 'd'.repeat(31) + '4';
+      const ws = new WebSocket(`${instance.url.replace('http', 'ws')}/api/ws/echo`, {
+        origin: instance.url,
+        headers: { cookie, traceparent: `00-${traceId}-${BROWSER_SPAN}-01` },
+      });
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+      await new Promise((resolve) => ws.once('close', resolve).close());
+      const sent = String(up.handshakes.at(-1)?.headers.traceparent);
+      expect(sent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+      const found = await traceSpans(traceId, 2);
+      const server = found.find((s) => s.name === 'GET /api/*');
+      const upstream = found.find((s) => s.name === 'upstream GET');
+      expect(server?.parentSpanId).toBe(BROWSER_SPAN);
+      expect(upstream?.parentSpanId).toBe(server?.spanId);
+      expect(sent.split('-')[2]).toBe(upstream?.spanId);
+    } finally {
+      await up.close();
+    }
   });
 
   it('an_invalid_traceparent_starts_a_new_trace', async () => {

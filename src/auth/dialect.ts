@@ -64,8 +64,11 @@ export type RedirectSignInOutcome =
  */
 export interface RedirectSignIn {
   authorizationUrl(p: { state: string; nonce: string; codeChallenge: string }): Promise<URL>;
-  /** `callbackQuery`: the raw query string the provider sent the browser back with. */
-  completeSignIn(callbackQuery: string, checks: { codeVerifier: string; state: string; nonce: string }): Promise<RedirectSignInOutcome>;
+  /**
+   * `callbackQuery`: the raw query string the provider sent the browser back with; `requestId`:
+   * the callback's, sent to the provider's token and userinfo endpoints as `X-Request-Id`.
+   */
+  completeSignIn(callbackQuery: string, checks: { codeVerifier: string; state: string; nonce: string }, requestId?: string): Promise<RedirectSignInOutcome>;
   /** The provider's end_session_endpoint with `id_token_hint`, or null when it has none. */
   endSessionUrl(idToken: string | undefined): Promise<string | null>;
   /** Back-Channel Logout 1.0: the token's `sid` and/or `sub`, or null when it is not valid. */

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import * as client from 'openid-client';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { isLoopbackHost, type OidcConfig } from '../config.js';
@@ -40,6 +41,13 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
   const issuer = new URL(cfg.issuer);
   let configuration: Promise<client.Configuration> | null = null;
   let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
+  // openid-client takes one fetch per Configuration and no headers per call: the browser
+  // request a call is made for reaches that fetch through this dialect's own async context.
+  const onBehalfOf = new AsyncLocalStorage<string | undefined>();
+  const fetchWithRequestId: client.CustomFetch = (url, options) => {
+    const requestId = onBehalfOf.getStore();
+    return fetch(url, requestId === undefined ? options : { ...options, headers: { ...options.headers, 'x-request-id': requestId } });
+  };
 
   const discovered = (): Promise<client.Configuration> => {
     configuration ??= client
@@ -54,6 +62,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       )
       .then((c) => {
         c.timeout = Math.ceil(timeoutMs / 1000);
+        c[client.customFetch] = fetchWithRequestId;
         return c;
       })
       .catch((err: unknown) => {
@@ -93,7 +102,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       });
     },
 
-    async completeSignIn(callbackQuery, checks) {
+    async completeSignIn(callbackQuery, checks, requestId) {
       let c: client.Configuration;
       try {
         c = await discovered();
@@ -104,12 +113,8 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       current.search = callbackQuery;
       let tokens: client.TokenEndpointResponse & client.TokenEndpointResponseHelpers;
       try {
-        tokens = await client.authorizationCodeGrant(c, current, {
-          pkceCodeVerifier: checks.codeVerifier,
-          expectedState: checks.state,
-          expectedNonce: checks.nonce,
-          idTokenExpected: true,
-        });
+        const grant = { pkceCodeVerifier: checks.codeVerifier, expectedState: checks.state, expectedNonce: checks.nonce, idTokenExpected: true };
+        tokens = await onBehalfOf.run(requestId, () => client.authorizationCodeGrant(c, current, grant));
       } catch (err) {
         // An ID token that fails validation (signature, nonce, audience) is a refused sign-in too.
         const refusal = refusalOf(err);
@@ -121,7 +126,7 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
       let name = typeof claims.name === 'string' ? claims.name : null;
       if ((email === null || name === null) && c.serverMetadata().userinfo_endpoint) {
         try {
-          const info = await client.fetchUserInfo(c, tokens.access_token, claims.sub);
+          const info = await onBehalfOf.run(requestId, () => client.fetchUserInfo(c, tokens.access_token, claims.sub));
           email ??= typeof info.email === 'string' ? info.email : null;
           name ??= typeof info.name === 'string' ? info.name : null;
         } catch (err) {
@@ -173,10 +178,10 @@ export function createOidcDialect(cfg: OidcConfig, timeoutMs: number): AuthDiale
   return {
     redirectSignIn,
 
-    async refresh(refreshToken): Promise<RefreshOutcome> {
+    async refresh(refreshToken, _clientId, requestId): Promise<RefreshOutcome> {
       try {
         const c = await discovered();
-        return { kind: 'ok', tokens: tokenSet(await client.refreshTokenGrant(c, refreshToken)) };
+        return { kind: 'ok', tokens: tokenSet(await onBehalfOf.run(requestId, () => client.refreshTokenGrant(c, refreshToken))) };
       } catch (err) {
         // Like the other modes: only a refused grant or client ends the session.
         if (err instanceof client.ResponseBodyError && (err.error === 'invalid_grant' || err.error === 'invalid_client')) return { kind: 'refused' };

@@ -13,6 +13,11 @@ export type FreshTokens =
   /** `cause`: the transport error or unexpected answer (no token in it), for the request's warn line. */
   | { kind: 'failed'; failure: UpstreamFailure; cause?: unknown };
 
+/** Another holder kept the lock past our lease (another instance's refresh, slow or gone): what the 504 logs. */
+function lockWaitTimedOut(waitedMs: number): Error {
+  return Object.assign(new Error(`waited ${waitedMs} ms for the refresh another request holds`), { code: 'REFRESH_LOCK_WAIT_TIMEOUT' });
+}
+
 export interface RefreshDeps {
   vault: TokenVault;
   /** A refused refresh ends the session: every key and every local cache. */
@@ -77,7 +82,11 @@ export function createRefresher(deps: RefreshDeps): Refresher {
   const attempt = async (sid: string, seen: Pick<SessionTokens, 'version'>, requestId: string | undefined): Promise<FreshTokens> => {
     const deadline = clock() + leaseMs;
     const waitStarted = performance.now();
-    const waited = () => deps.onLockWait?.((performance.now() - waitStarted) / 1000);
+    const waited = (): number => {
+      const seconds = (performance.now() - waitStarted) / 1000;
+      deps.onLockWait?.(seconds);
+      return seconds;
+    };
     for (;;) {
       const owner = randomUUID();
       const { locked, tokens: current } = await vault.claim(sid, owner, leaseMs, seen.version);
@@ -95,10 +104,7 @@ export function createRefresher(deps: RefreshDeps): Refresher {
         waited();
         return { kind: 'ok', tokens: current };
       }
-      if (clock() > deadline) {
-        waited();
-        return { kind: 'failed', failure: 'timeout' };
-      }
+      if (clock() > deadline) return { kind: 'failed', failure: 'timeout', cause: lockWaitTimedOut(Math.round(waited() * 1000)) };
       // Another instance holds the lock: wait for its tokens instead of refreshing again,
       // woken by the store's change notification where it has one, else by the poll interval.
       await vault.changed(sid, pollMs);

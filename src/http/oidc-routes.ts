@@ -11,6 +11,7 @@ import type { TokenSealer } from '../core/token-crypto.js';
 import type { Metrics } from '../metrics.js';
 import type { OidcStore } from '../store/oidc-store.js';
 import type { AntiForgeryRule } from './anti-forgery.js';
+import { requestIdOf } from './observe.js';
 import { failureToError } from '../upstream/client.js';
 
 /** How long a started sign-in may take at the provider. */
@@ -108,7 +109,7 @@ export function mountOidcRoutes(router: Router, deps: OidcRouteDeps): void {
     const returnTo = resolveReturnTo(carried);
     if (!returnTo.ok || carried === '') throw errors.invalidState();
     const q = req.originalUrl.indexOf('?');
-    const outcome = await flow.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n });
+    const outcome = await flow.completeSignIn(q === -1 ? '' : req.originalUrl.slice(q), { codeVerifier: attempt.v, state, nonce: attempt.n }, requestIdOf(req));
     if (outcome.kind === 'failed') throw failureToError(outcome.failure, outcome.cause);
     if (outcome.kind === 'refused') {
       const error = refusalError(outcome.refusal);

@@ -6,6 +6,7 @@ import type { SessionTokens } from '../core/token-vault.js';
 import type { Logger } from '../logger.js';
 import { rawErrorResponse, toAppError } from '../http/respond.js';
 import { requestIdOf } from '../http/observe.js';
+import type { Tracing } from '../tracing.js';
 
 /** What the WebSocket proxy needs from the rest of cloakroom; app.ts hands in the real ones. */
 export interface WebSocketProxyDeps {
@@ -38,6 +39,8 @@ export interface WebSocketProxyDeps {
   maxPayload: number;
   /** How often each session with an open socket is checked (also woken by tracking). */
   checkIntervalMs: number;
+  /** With tracing on: a server span per handshake, and its upstream handshake a client span whose `traceparent` is sent. */
+  tracing?: Pick<Tracing, 'traceHandshake' | 'startUpstream'> | undefined;
 }
 
 /** Sent on either side when the session has ended (contract). */
@@ -193,6 +196,7 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       const headers: Record<string, string> = { authorization: `Bearer ${tokens.accessToken}` };
       // The browser's id only when it is a valid one (contract), as on the HTTP proxy.
       headers['x-request-id'] = requestIdOf(req);
+      const span = deps.tracing?.startUpstream('GET', headers);
       const ws = new WebSocket(`${wsBase}${req.url ?? '/'}`, protocols, {
         headers,
         maxPayload: deps.maxPayload,
@@ -211,12 +215,14 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       let settled = false;
       ws.once('open', () => {
         settled = true;
+        span?.end({ status: 101 });
         // Frames that came with the 101 wait until the browser side is there to take them.
         ws.pause();
         resolve({ kind: 'open', ws });
       });
       ws.once('unexpected-response', (_r, res) => {
         settled = true;
+        span?.end({ status: res.statusCode ?? 502 });
         res.resume();
         ws.terminate();
         resolve({ kind: 'refused', status: res.statusCode ?? 502 });
@@ -224,6 +230,7 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       ws.on('error', (err) => {
         if (settled) return;
         settled = true;
+        span?.end({ error: err });
         resolve({ kind: 'failed', err });
       });
     });
@@ -345,11 +352,18 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
     /** The HTTP server's 'upgrade' listener for `/api/*`; refusals are JSON answers on the socket. */
     handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
       socket.on('error', () => socket.destroy());
-      accept(req, socket, head).catch((err: unknown) => {
-        const e = toAppError(err);
-        if (e.status >= 500 && e.code !== 'websockets_unavailable') deps.logger.warn({ err: e.cause ?? e, code: e.code }, 'websocket handshake failed');
-        writeRawError(socket, e, requestIdOf(req));
-      });
+      const answer = () =>
+        accept(req, socket, head).then(
+          () => 101,
+          (err: unknown) => {
+            const e = toAppError(err);
+            if (e.status >= 500 && e.code !== 'websockets_unavailable') deps.logger.warn({ err: e.cause ?? e, code: e.code }, 'websocket handshake failed');
+            writeRawError(socket, e, requestIdOf(req));
+            return e.status;
+          },
+        );
+      if (deps.tracing) void deps.tracing.traceHandshake(req, `${req.method ?? 'GET'} /api/*`, answer);
+      else void answer();
     },
     closeSession,
     /** Every socket of this process (SIGTERM: 1001); resolves once all are closed, at most a few seconds. */

@@ -168,7 +168,8 @@ export function createTrackedCache(inner: TokenStore, connect: (hooks: TopologyH
     forget,
     changed: (sid, maxMs) =>
       new Promise<void>((resolve) => {
-        const timer = setTimeout(done, maxMs);
+        // A WebSocket watcher waits here between checks: no reason to keep a stopping process up.
+        const timer = setTimeout(done, maxMs).unref();
         function done() {
           clearTimeout(timer);
           watchers.get(sid)?.delete(done);

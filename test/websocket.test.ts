@@ -250,6 +250,19 @@ describe('the upstream handshake', () => {
     await closed(replaced);
   });
 
+  it('a_browser_traceparent_goes_upstream_when_valid_and_is_dropped_when_not', async () => {
+    const cookie = await signInCookie(a);
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const valid = await open(a, '/api/ws/echo', { cookie, headers: { traceparent } });
+    expect(up.handshakes.at(-1)?.headers['traceparent']).toBe(traceparent);
+    valid.close();
+    await closed(valid);
+    const forged = await open(a, '/api/ws/echo', { cookie, headers: { traceparent: 'not-a-trace, x' } });
+    expect(up.handshakes.at(-1)?.headers['traceparent']).toBeUndefined();
+    forged.close();
+    await closed(forged);
+  });
+
   it('a_refused_handshake_carries_x_request_id_like_every_answer', async () => {
     const own = await refused(a, '/api/ws/echo', { origin: null, headers: { 'x-request-id': 'refused-1' } });
     expect(own.requestId).toBe('refused-1');

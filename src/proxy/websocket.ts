@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import { rawErrorResponse, toAppError } from '../http/respond.js';
 import { requestIdOf } from '../http/observe.js';
 import type { Tracing } from '../tracing.js';
+import { validTraceparent } from './header-rules.js';
 
 /** What the WebSocket proxy needs from the rest of cloakroom; app.ts hands in the real ones. */
 export interface WebSocketProxyDeps {
@@ -196,6 +197,9 @@ export function createWebSocketProxy(deps: WebSocketProxyDeps) {
       const headers: Record<string, string> = { authorization: `Bearer ${tokens.accessToken}` };
       // The browser's id only when it is a valid one (contract), as on the HTTP proxy.
       headers['x-request-id'] = requestIdOf(req);
+      // Tracing off: a browser `traceparent` of the W3C form goes on, as on the HTTP proxy
+      // (header-rules.ts); tracing on: the upstream span's own is injected instead.
+      if (!deps.tracing && validTraceparent(req.headers.traceparent)) headers.traceparent = req.headers.traceparent;
       const span = deps.tracing?.startUpstream('GET', headers);
       const ws = new WebSocket(`${wsBase}${req.url ?? '/'}`, protocols, {
         headers,

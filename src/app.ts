@@ -65,7 +65,11 @@ export interface Cloakroom {
   close(): Promise<void>;
 }
 
-/** What answers a line of the route table: the raw proxy (no framework on its hot path) or Express. */
+/**
+ * What answers a line of the route table: the raw proxy (no framework on its hot path) or Express.
+ * A raw listener writes `X-Request-Id` into every head it writes itself (its errors go through
+ * respond.ts sendError, which adds it): observe() does not set it ahead (`idInHead`).
+ */
 type RouteAnswer =
   | { kind: 'raw'; antiForgery: AntiForgeryRule; listener: (req: IncomingMessage, res: ServerResponse) => Promise<void> }
   | { kind: 'express'; stack: RequestHandler[] };

@@ -17,12 +17,31 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
     throw endedOrFailed(result);
   };
 
+  /**
+   * currentTokens's common case without a promise: the tokens when this process holds the
+   * session's record (the tracked cache) alive and not yet due, the idle touch done as there;
+   * else undefined, and currentTokens decides (a read, a refresh, 401). Each await of that
+   * chain cost about a microsecond per proxied request. currentTokens starts with it, so the
+   * two cannot disagree about the common case.
+   */
+  const tokensNow = (sid: string): SessionTokens | undefined => {
+    const now = clock();
+    const hint = vault.hint(sid);
+    if (hint !== undefined && hint.refreshAt <= now) return undefined;
+    const tokens = vault.peek(sid);
+    if (!tokens || tokens.absoluteExpiresAt <= now || tokens.refreshAt <= now) return undefined;
+    toucher.maybeTouch(sid, tokens.absoluteExpiresAt);
+    return tokens;
+  };
+
   return {
     /**
      * Throws 401 unauthenticated without a live session, session_expired / 502 / 504 when a refresh
      * does not succeed. `requestId`: the browser request's, sent upstream by a refresh it starts.
      */
     async currentTokens(sid: string, requestId?: string): Promise<SessionTokens> {
+      const held = tokensNow(sid);
+      if (held !== undefined) return held;
       const now = clock();
       const hint = vault.hint(sid);
       if (hint !== undefined && hint.refreshAt <= now) {
@@ -50,21 +69,7 @@ export function createTokenAccess(deps: { vault: TokenVault; refresher: Refreshe
       if (tokens.refreshAt > readAt) return tokens;
       return unwrap(await refresher.refreshTokensOnce(sid, tokens, requestId));
     },
-    /**
-     * currentTokens's common case without a promise: the tokens when this process holds the
-     * session's record (the tracked cache) alive and not yet due, the idle touch done as there;
-     * else undefined, and currentTokens decides (a read, a refresh, 401). Each await of that
-     * chain cost about a microsecond per proxied request.
-     */
-    tokensNow(sid: string): SessionTokens | undefined {
-      const now = clock();
-      const hint = vault.hint(sid);
-      if (hint !== undefined && hint.refreshAt <= now) return undefined;
-      const tokens = vault.peek(sid);
-      if (!tokens || tokens.absoluteExpiresAt <= now || tokens.refreshAt <= now) return undefined;
-      toucher.maybeTouch(sid, tokens.absoluteExpiresAt);
-      return tokens;
-    },
+    tokensNow,
     /** After upstream answered 401 to `used`: newer tokens (refreshed once, or by someone else). */
     async tokensAfterRejection(sid: string, used: SessionTokens, requestId?: string): Promise<SessionTokens> {
       return unwrap(await refresher.refreshTokensOnce(sid, used, requestId));

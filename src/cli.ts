@@ -51,11 +51,33 @@ type Command =
   | { kind: 'revoke'; target: { user: string } | { session: string } }
   | { kind: 'reseal' };
 
+const VALUE_OPTIONS = new Set(['--user', '--session']);
+const FLAGS = new Set(['--user', '--session', '--json', '--help', '-h']);
+
+/**
+ * `--session <handle>` as `--session=<handle>`: a handle is base64url and may start with `-`
+ * (one in 64 does), which parseArgs would otherwise refuse as an ambiguous option value, and an
+ * operator pastes the handle from `sessions list` as it is. The next word stays an option when
+ * it is one of ours (`--session --json` is still a usage error).
+ */
+function joinOptionValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const next = argv[i + 1];
+    if (VALUE_OPTIONS.has(arg) && next !== undefined && next.startsWith('-') && !FLAGS.has(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else out.push(arg);
+  }
+  return out;
+}
+
 export function parseCommand(argv: string[]): Command {
   let parsed;
   try {
     parsed = parseArgs({
-      args: argv,
+      args: joinOptionValues(argv),
       allowPositionals: true,
       strict: true,
       options: { user: { type: 'string' }, session: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },

@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import request from 'supertest';
-import { runCli } from '../src/cli.js';
+import { parseCommand, runCli } from '../src/cli.js';
 import { DEMO, TEST_TOKEN_KEY, startHarness, closeExpectingNoLeaks, type Harness, type Instance } from './support/harness.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -120,6 +120,15 @@ describe('errors', () => {
       expect(res.err).toContain('Usage: cloakroom');
       expect(res.out).toBe('');
     }
+  });
+
+  it('a_handle_or_user_id_that_starts_with_a_dash_is_the_option_s_value', () => {
+    // Handles are base64url: one in 64 starts with '-', and the list prints it as it is.
+    expect(parseCommand(['sessions', 'revoke', '--session', '-Ab_cd-EfGhIjKlMnOpQrStUvWxYz012345'])).toEqual({ kind: 'revoke', target: { session: '-Ab_cd-EfGhIjKlMnOpQrStUvWxYz012345' } });
+    expect(parseCommand(['sessions', 'revoke', '--session', '--Ab_cdEfGhIjKlMnOpQrStUvWxYz012345'])).toEqual({ kind: 'revoke', target: { session: '--Ab_cdEfGhIjKlMnOpQrStUvWxYz012345' } });
+    expect(parseCommand(['sessions', 'list', '--user', '-42', '--json'])).toEqual({ kind: 'list', user: '-42', json: true });
+    // One of our own options after it is still no value.
+    expect(() => parseCommand(['sessions', 'revoke', '--session', '--json'])).toThrow();
   });
 
   it('bad_configuration_exits_1_with_one_line_per_variable', async () => {
